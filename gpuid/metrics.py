@@ -1,0 +1,67 @@
+"""Prometheus metrics, one registry per running gpuid.
+
+Each ``Metrics`` owns its registry so several pipelines (tests, the demo) can
+run in one process. Label values are bounded: exporter names, scan results and
+a few reasons, never node or pod names.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+
+from gpuid import __version__
+
+SCAN_RESULTS = ("success", "exec_error", "parse_error", "timeout")
+EXEC_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+EXPORT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        self.build_info = Info("gpuid_build", "gpuid version", registry=r)
+        self.build_info.info({"version": __version__})
+        self.scans = Counter("gpuid_scans_total", "Pod scans by result", ["result"], registry=r)
+        self.exec_duration = Histogram(
+            "gpuid_exec_duration_seconds", "Time of one exec in a pod", buckets=EXEC_BUCKETS, registry=r
+        )
+        self.gpus_observed = Gauge("gpuid_gpus_observed", "GPUs in the latest scan of each pod", registry=r)
+        self.pods_tracked = Gauge("gpuid_pods_tracked", "Pods matched by the watch", registry=r)
+        self.watch_restarts = Counter(
+            "gpuid_watch_restarts_total", "Watch reconnects and relists", ["reason"], registry=r
+        )
+        self.export_success = Counter(
+            "gpuid_export_success_total", "Records delivered", ["exporter"], registry=r
+        )
+        self.export_failure = Counter(
+            "gpuid_export_failure_total", "Failed delivery attempts", ["exporter"], registry=r
+        )
+        self.export_dropped = Counter(
+            "gpuid_export_dropped_total", "Records given up on", ["exporter", "reason"], registry=r
+        )
+        self.export_queue = Gauge("gpuid_export_queue_depth", "Records waiting", ["exporter"], registry=r)
+        self.duplicate_uuids = Counter(
+            "gpuid_duplicate_uuids_total", "GPU UUIDs reported twice in one scan", registry=r
+        )
+        self.ready = Gauge("gpuid_ready", "1 when /readyz answers ready", registry=r)
+        self.export_duration = Histogram(
+            "gpuid_export_duration_seconds",
+            "Time of one export call (one batch, one attempt)",
+            ["exporter"],
+            buckets=EXPORT_BUCKETS,
+            registry=r,
+        )
+        self.spool_bytes = Gauge(
+            "gpuid_spool_bytes", "Bytes waiting in the on-disk spool", ["exporter"], registry=r
+        )
+        for result in SCAN_RESULTS:
+            self.scans.labels(result)
+
+    def init_exporter(self, name: str) -> None:
+        """Create an exporter's series at zero so dashboards and rates see them at once."""
+        self.export_success.labels(name)
+        self.export_failure.labels(name)
+        self.export_queue.labels(name)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

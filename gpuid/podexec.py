@@ -1,0 +1,112 @@
+"""Run a command in a pod over the WebSocket exec protocol and return its result as data.
+
+kubernetes_asyncio's preload mode merges stdout and stderr and drops the exit
+code, so gpuid reads the ``v4.channel.k8s.io`` frames itself: channel 1 is
+stdout, 2 stderr, 3 the final Status that carries the exit code. Frames of one
+byte or less are the kubelet's "ready" signal. Every exec has a hard deadline
+and an output cap, because ``nvidia-smi`` has no timeout of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio.stream import WsApiClient
+
+from gpuid.errors import ExecError
+
+STDOUT, STDERR, STATUS = 1, 2, 3
+STDERR_CAP = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedExec:
+    stdout: bytes
+    stderr: bytes
+    exit_code: int
+
+    def stderr_excerpt(self, limit: int = 300) -> str:
+        text = self.stderr.decode("utf-8", "replace").strip()
+        return text if len(text) <= limit else text[:limit] + "..."
+
+
+def exit_code_from_status(raw: bytes) -> int:
+    """The exit code in a channel-3 Status; ``ExecError`` when it names none."""
+    try:
+        return int(WsApiClient.parse_error_data(raw))
+    except (ValueError, KeyError, IndexError, TypeError) as e:
+        try:
+            message = str(json.loads(raw).get("message", ""))[:300]
+        except (ValueError, AttributeError):
+            message = raw[:300].decode("utf-8", "replace")
+        raise ExecError(f"exec failed: {message or 'unreadable status'}") from e
+
+
+async def exec_in_pod(
+    core_ws: Any,
+    *,
+    namespace: str,
+    pod: str,
+    container: str,
+    command: list[str],
+    timeout: float,
+    max_bytes: int,
+) -> CompletedExec:
+    """Run ``command`` in ``namespace/pod`` and collect stdout, stderr and the exit code."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await _exec(core_ws, (namespace, pod, container), command, max_bytes)
+    except TimeoutError:
+        raise ExecError(f"exec did not finish within {timeout:g}s", timed_out=True) from None
+    except aiohttp.WSServerHandshakeError as e:
+        raise ExecError(f"exec refused by the API server: HTTP {e.status} {e.message}") from e
+    except (aiohttp.ClientError, OSError) as e:
+        raise ExecError(f"exec transport error: {type(e).__name__}: {e}") from e
+
+
+async def _exec(
+    core_ws: Any, target: tuple[str, str, str], command: list[str], max_bytes: int
+) -> CompletedExec:
+    namespace, pod, container = target
+    stdout: list[bytes] = []
+    size = 0
+    stderr = bytearray()
+    status: bytes | None = None
+    ctx = await core_ws.connect_get_namespaced_pod_exec(
+        pod,
+        namespace,
+        command=command,
+        container=container,
+        stderr=True,
+        stdin=False,
+        stdout=True,
+        tty=False,
+        _preload_content=False,
+    )
+    async with ctx as ws:
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.BINARY:
+                if msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE):
+                    break
+                continue
+            data: bytes = msg.data
+            if len(data) <= 1:
+                continue
+            channel = data[0]
+            if channel == STDOUT:
+                size += len(data) - 1
+                if size > max_bytes:
+                    raise ExecError(f"output exceeded {max_bytes} bytes", transient=False)
+                stdout.append(data[1:])
+            elif channel == STDERR:
+                if len(stderr) < STDERR_CAP:
+                    stderr += data[1 : 1 + STDERR_CAP - len(stderr)]
+            elif channel == STATUS:
+                status = data[1:]
+    if status is None:
+        raise ExecError("exec stream closed without a status (connection lost?)")
+    return CompletedExec(b"".join(stdout), bytes(stderr), exit_code_from_status(status))

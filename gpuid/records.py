@@ -1,0 +1,139 @@
+"""The GPU record: the one contract between parsing and every exporter.
+
+``GpuFacts`` is what ``nvidia-smi`` says about one GPU; ``GPUReading`` adds
+where and when it was seen. Field names and order are the documented schema
+(README "Record schema"); exporters serialise with ``to_dict``/``to_json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class MigDevice:
+    """One MIG device carved out of a GPU."""
+
+    uuid: str | None
+    profile: str | None
+    gpu_instance_id: int | None
+    compute_instance_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class GpuFacts:
+    """Identity of one GPU as reported by ``nvidia-smi -q -x`` (and ``-L`` for MIG)."""
+
+    gpu_uuid: str
+    gpu_serial: str | None
+    chassis_serial: str | None
+    module_id: int | None
+    gpu_index: int
+    pci_bus_id: str | None
+    product_name: str | None
+    product_architecture: str | None
+    board_part_number: str | None
+    vbios_version: str | None
+    mig_mode: str | None
+    mig_devices: tuple[MigDevice, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SmiReport:
+    """Everything one ``nvidia-smi -q -x`` run told us about a node."""
+
+    driver_version: str | None
+    cuda_version: str | None
+    gpus: tuple[GpuFacts, ...]
+
+    @property
+    def mig_enabled(self) -> bool:
+        return any(g.mig_mode == "Enabled" for g in self.gpus)
+
+
+@dataclass(frozen=True, slots=True)
+class GPUReading:
+    """One GPU seen in one pod at one moment: the exported record."""
+
+    cluster: str
+    node: str
+    machine: str | None
+    source: str
+    pod_uid: str
+    gpu_uuid: str
+    gpu_serial: str | None
+    chassis_serial: str | None
+    module_id: int | None
+    gpu_index: int
+    pci_bus_id: str | None
+    product_name: str | None
+    product_architecture: str | None
+    board_part_number: str | None
+    vbios_version: str | None
+    driver_version: str | None
+    cuda_version: str | None
+    mig_mode: str | None
+    mig_devices: tuple[MigDevice, ...]
+    observed_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in FIELDS}
+        out["mig_devices"] = [dataclasses.asdict(m) for m in self.mig_devices]
+        return out
+
+    def to_json(self, **extra: Any) -> str:
+        return json.dumps({**extra, **self.to_dict()}, separators=(",", ":"))
+
+
+FIELDS = dataclasses.fields(GPUReading)
+FIELD_NAMES = tuple(f.name for f in FIELDS)
+
+
+def utc_now() -> str:
+    """RFC 3339 UTC timestamp with millisecond precision."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def readings_from_report(
+    report: SmiReport,
+    *,
+    cluster: str,
+    node: str,
+    machine: str | None,
+    source: str,
+    pod_uid: str,
+    observed_at: str | None = None,
+) -> list[GPUReading]:
+    """One ``GPUReading`` per GPU in ``report``, stamped with where it was seen."""
+    at = observed_at or utc_now()
+    return [
+        GPUReading(
+            cluster=cluster,
+            node=node,
+            machine=machine,
+            source=source,
+            pod_uid=pod_uid,
+            gpu_uuid=g.gpu_uuid,
+            gpu_serial=g.gpu_serial,
+            chassis_serial=g.chassis_serial,
+            module_id=g.module_id,
+            gpu_index=g.gpu_index,
+            pci_bus_id=g.pci_bus_id,
+            product_name=g.product_name,
+            product_architecture=g.product_architecture,
+            board_part_number=g.board_part_number,
+            vbios_version=g.vbios_version,
+            driver_version=report.driver_version,
+            cuda_version=report.cuda_version,
+            mig_mode=g.mig_mode,
+            mig_devices=g.mig_devices,
+            observed_at=at,
+        )
+        for g in report.gpus
+    ]

@@ -1,0 +1,192 @@
+"""From pod events to GPU records: decide what to scan, scan it, retry what failed.
+
+A pod is scanned when it is Running with every container ready, once per pod
+UID and restart count, so a container restart that makes it Ready again
+triggers a fresh scan. At most ``WORKERS`` scans run at once, each under its
+own deadline, so a slow pod only holds its own worker. Failed scans are
+retried with capped backoff while the pod exists; deleted pods are forgotten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import structlog
+
+from gpuid.cluster import NodeDirectory, PodInfo
+from gpuid.config import ScanSettings
+from gpuid.delivery import Delivery
+from gpuid.errors import ExecError, ParseError
+from gpuid.metrics import Metrics
+from gpuid.records import readings_from_report
+from gpuid.retry import Backoff
+from gpuid.smiread import read_gpus
+
+log = structlog.get_logger("gpuid.scanner")
+
+
+@dataclass
+class _PodState:
+    pod: PodInfo
+    scanned_restarts: int | None = None  # restart count at the last successful scan
+    queued: bool = False
+    retry: asyncio.TimerHandle | None = None
+    backoff: Backoff = field(default_factory=lambda: Backoff(base=1.0, cap=300.0))
+
+
+class Scanner:
+    def __init__(
+        self,
+        settings: ScanSettings,
+        *,
+        cluster: str,
+        container: str,
+        core_ws: object,
+        nodes: NodeDirectory,
+        delivery: Delivery,
+        metrics: Metrics,
+    ) -> None:
+        self._settings = settings
+        self._cluster = cluster
+        self._container = container
+        self._core_ws = core_ws
+        self._nodes = nodes
+        self._delivery = delivery
+        self._metrics = metrics
+        self._pods: dict[str, _PodState] = {}
+        self._gpus: dict[str, int] = {}
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closing = False
+
+    def on_pod_event(self, kind: str, pod: PodInfo) -> None:
+        """Informer callback: track the pod, queue a scan when it becomes due."""
+        if kind == "DELETED":
+            self._forget(pod.uid)
+            return
+        state = self._pods.get(pod.uid)
+        if state is None:
+            state = self._pods[pod.uid] = _PodState(pod)
+        state.pod = pod
+        self._metrics.pods_tracked.set(len(self._pods))
+        if pod.ready and state.scanned_restarts != pod.restarts and not state.queued and state.retry is None:
+            state.queued = True
+            self._queue.put_nowait(pod.uid)
+
+    def _forget(self, uid: str) -> None:
+        state = self._pods.pop(uid, None)
+        if state and state.retry:
+            state.retry.cancel()
+        if self._gpus.pop(uid, None) is not None:
+            self._metrics.gpus_observed.set(sum(self._gpus.values()))
+        self._metrics.pods_tracked.set(len(self._pods))
+
+    def _requeue(self, uid: str) -> None:
+        state = self._pods.get(uid)
+        if state is None:
+            return
+        state.retry = None
+        self.on_pod_event("MODIFIED", state.pod)
+
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize() + self.in_flight
+
+    async def run(self) -> None:
+        """Run ``WORKERS`` scan workers until cancelled."""
+        async with asyncio.TaskGroup() as tg:
+            for i in range(self._settings.workers):
+                tg.create_task(self._worker(), name=f"scan-worker-{i}")
+
+    async def _worker(self) -> None:
+        await self._nodes.informer.synced.wait()
+        while True:
+            uid = await self._queue.get()
+            if self._closing:
+                return
+            state = self._pods.get(uid)
+            if state is None:
+                continue
+            state.queued = False
+            if not state.pod.ready:
+                continue
+            self.in_flight += 1
+            self._idle.clear()
+            try:
+                await self._scan(state)
+            finally:
+                self.in_flight -= 1
+                if not self.in_flight:
+                    self._idle.set()
+
+    async def _scan(self, state: _PodState) -> None:
+        pod = state.pod
+        result, error = "success", ""
+        try:
+            container = pod.container_for(self._container)
+            if container is None:
+                raise ExecError(
+                    "pod has several containers and none is named: set CONTAINER", transient=False
+                )
+            report = await read_gpus(
+                self._core_ws, pod, container, self._settings, self._metrics, on_duplicate=self._duplicate
+            )
+        except ExecError as e:
+            result, error = ("timeout" if e.timed_out else "exec_error"), str(e)
+        except ParseError as e:
+            result, error = "parse_error", str(e)
+        self._metrics.scans.labels(result).inc()
+        if result != "success":
+            self._schedule_retry(state, result, error)
+            return
+        readings = readings_from_report(
+            report,
+            cluster=self._cluster,
+            node=pod.node,
+            machine=self._nodes.machine(pod.node),
+            source=pod.source,
+            pod_uid=pod.uid,
+        )
+        self._delivery.submit(readings)  # true when observed, even if the pod is deleted by now
+        state.scanned_restarts = pod.restarts
+        state.backoff.reset()
+        if pod.uid in self._pods:
+            self._gpus[pod.uid] = len(readings)
+            self._metrics.gpus_observed.set(sum(self._gpus.values()))
+        log.info("pod scanned", node=pod.node, pod=pod.source, gpus=len(readings))
+
+    def _duplicate(self, pod: PodInfo, uuid: str) -> None:
+        self._metrics.duplicate_uuids.inc()
+        log.warning(
+            "GPU UUID reported twice in one scan; both kept", node=pod.node, pod=pod.source, gpu_uuid=uuid
+        )
+
+    def _schedule_retry(self, state: _PodState, result: str, error: str) -> None:
+        pod = state.pod
+        if pod.uid not in self._pods:
+            return
+        delay = min(state.backoff.next_delay(), self._settings.retry_max)
+        log.error(
+            "pod scan failed",
+            node=pod.node,
+            pod=pod.source,
+            result=result,
+            error=error,
+            retry_in=round(delay, 1),
+        )
+        state.retry = asyncio.get_running_loop().call_later(delay, self._requeue, pod.uid)
+
+    async def wait_idle(self) -> None:
+        """Return once no scan is running."""
+        await self._idle.wait()
+
+    def close(self) -> None:
+        """Stop starting scans (those running go on) and drop pending retries."""
+        self._closing = True
+        for state in self._pods.values():
+            if state.retry:
+                state.retry.cancel()
+                state.retry = None

@@ -1,0 +1,236 @@
+"""The simulated Kubernetes API server: real HTTP on 127.0.0.1, real client.
+
+gpuid's Kubernetes code is only trustworthy if it is tested against the
+protocol, not against mocks of kubernetes_asyncio. This server answers the
+same paths, query parameters, status codes and bodies as a real API server
+for the calls gpuid makes (list/watch/get pods and nodes, exec), checks the
+bearer token, counts requests for load benchmarks and applies the cluster's
+injected failures, and writes a kubeconfig so the unmodified client can be
+pointed at it. Leases (``coordination.k8s.io/v1``) and node PATCH are meant
+to join the route table below when leader election and annotations need them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from pathlib import Path
+from types import TracebackType
+
+from aiohttp import WSCloseCode, web
+from aiohttp.typedefs import Handler
+
+from gpuid.sim import wire
+from gpuid.sim.cluster import SimCluster
+from gpuid.sim.execsim import handle_exec
+from gpuid.sim.filters import ObjectFilter, SelectorError
+from gpuid.sim.watchstream import WatchRequest, serve_watch
+
+NAME = "gpuid-sim"
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").lower() in ("true", "1")
+
+
+def _request_key(request: web.Request) -> str:
+    """``"list pods"``, ``"watch pods"``, ``"get node"``, ``"exec"``… from the route name."""
+    name = request.match_info.route.name
+    if not name:
+        return "other"
+    verb, *resource = name.split(".")[:2]
+    if verb == "list" and _truthy(request.query.get("watch")):
+        verb = "watch"
+    return " ".join([verb, *resource])
+
+
+class SimApiServer:
+    """An in-process API server for a :class:`SimCluster`; ``async with`` starts and stops it."""
+
+    def __init__(
+        self, cluster: SimCluster, *, bookmark_interval: float = 1.0, token: str | None = None
+    ) -> None:
+        self.cluster = cluster
+        self.bookmark_interval = bookmark_interval
+        self.token = token or secrets.token_urlsafe(24)
+        self.url = ""
+        self._closing = False
+        self._sockets: set[web.WebSocketResponse] = set()
+        self._watches = 0
+        self._runner: web.AppRunner | None = None
+        self._app = web.Application(middlewares=[self._middleware])
+        route = self._app.router.add_route
+        route("GET", "/version", self._version, name="get.version")
+        route("GET", "/version/", self._version, name="get.version.slash")
+        route("GET", "/api/v1/pods", self._list, name="list.pods.all_namespaces")
+        route("GET", "/api/v1/namespaces/{namespace}/pods", self._list, name="list.pods")
+        route("GET", "/api/v1/namespaces/{namespace}/pods/{name}", self._get, name="get.pod")
+        route("*", "/api/v1/namespaces/{namespace}/pods/{name}/exec", self._exec, name="exec")
+        route("GET", "/api/v1/nodes", self._list, name="list.nodes")
+        route("GET", "/api/v1/nodes/{name}", self._get, name="get.node")
+        # Later: GET/PUT/POST /apis/coordination.k8s.io/v1/namespaces/{namespace}/leases[/{name}]
+        # ("get lease", …) and PATCH /api/v1/nodes/{name}, both backed by SimCluster resources.
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    async def start(self) -> str:
+        """Listen on an ephemeral 127.0.0.1 port; returns the base URL."""
+        if self._runner is not None:
+            return self.url
+        self._closing = False
+        # handler_cancellation: a client that hangs up ends its watch at once, not at the next event.
+        runner = web.AppRunner(
+            self._app, handle_signals=False, access_log=None, shutdown_timeout=2.0, handler_cancellation=True
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self._runner = runner
+        host, port = runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+        return self.url
+
+    async def stop(self) -> None:
+        """End open watches and exec sessions, then close the listener and every connection."""
+        if self._runner is None:
+            return
+        self._closing = True
+        self.cluster.log.notify()  # watch loops see _closing and end their streams
+        sockets = list(self._sockets)
+        if sockets:
+            await asyncio.gather(
+                *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping") for ws in sockets),
+                return_exceptions=True,
+            )
+        runner, self._runner = self._runner, None
+        await runner.cleanup()
+
+    @property
+    def open_watches(self) -> int:
+        """Watch streams being served right now (lets tests check a client holds exactly what it should)."""
+        return self._watches
+
+    @property
+    def open_exec_sessions(self) -> int:
+        """Exec WebSockets open right now."""
+        return len(self._sockets)
+
+    async def __aenter__(self) -> SimApiServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    def write_kubeconfig(self, path: str | Path) -> Path:
+        """Write a kubeconfig (context, cluster and user ``gpuid-sim``) for the running server."""
+        if not self.url:
+            raise RuntimeError("start the server before writing its kubeconfig")
+        path = Path(path)
+        path.write_text(wire.kubeconfig(NAME, self.url, self.token, namespace="gpu-operator"))
+        return path
+
+    # -- cross-cutting: accounting, auth, injected failures, Status errors ------------------------
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self.cluster.request_counts[_request_key(request)] += 1
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return wire.status_response(401, "Unauthorized")
+        failure = self.cluster.take_failure(request.path_qs)
+        if failure is not None:
+            return wire.status_response(failure, f"gpuid.sim: injected failure ({failure})")
+        try:
+            return await handler(request)
+        except web.HTTPException as e:  # no such route or method
+            if e.status == 404:
+                return wire.status_response(404, "the server could not find the requested resource")
+            return wire.status_response(e.status, e.reason)
+
+    # -- handlers ---------------------------------------------------------------------------------
+    async def _version(self, request: web.Request) -> web.Response:
+        return web.json_response(wire.VERSION)
+
+    async def _get(self, request: web.Request) -> web.Response:
+        resource = "pods" if "namespace" in request.match_info else "nodes"
+        name = request.match_info["name"]
+        current = self.cluster.current(resource, request.match_info.get("namespace", ""), name)
+        if current is None:
+            return wire.not_found(resource, name)
+        return web.Response(body=current.object_json(), content_type=wire.JSON)
+
+    async def _exec(self, request: web.Request) -> web.StreamResponse:
+        if request.method not in ("GET", "POST"):
+            return wire.status_response(405, f"the server does not allow this method: {request.method}")
+        return await handle_exec(request, self.cluster, self._sockets)
+
+    async def _list(self, request: web.Request) -> web.StreamResponse:
+        resource = request.path.rsplit("/", 1)[1]
+        query = request.query
+        try:
+            flt = ObjectFilter.parse(
+                resource,
+                request.match_info.get("namespace"),
+                query.get("labelSelector", ""),
+                query.get("fieldSelector", ""),
+            )
+            rv = int(query.get("resourceVersion") or 0)
+            limit = int(query.get("limit") or 0)
+            timeout = int(query["timeoutSeconds"]) if query.get("timeoutSeconds") else None
+        except (SelectorError, ValueError) as e:
+            return wire.status_response(400, str(e))
+        if rv > self.cluster.resource_version:
+            message = f"Too large resource version: {rv}, current: {self.cluster.resource_version}"
+            return wire.status_response(504, message, "Timeout")
+        if _truthy(query.get("watch")):
+            send_initial = _truthy(query.get("sendInitialEvents"))
+            watch = WatchRequest(
+                resource=resource,
+                flt=flt,
+                resource_version=None if rv == 0 or send_initial else rv,
+                bookmarks=_truthy(query.get("allowWatchBookmarks")),
+                timeout=timeout,
+                send_initial_events=send_initial,
+            )
+            self._watches += 1
+            try:
+                return await serve_watch(
+                    request,
+                    self.cluster,
+                    watch,
+                    bookmark_interval=self.bookmark_interval,
+                    is_closing=self._is_closing,
+                )
+            finally:
+                self._watches -= 1
+        match, token = query.get("resourceVersionMatch"), query.get("continue")
+        return self._list_page(resource, flt, match=match, rv=rv, limit=limit, token=token)
+
+    def _list_page(
+        self, resource: str, flt: ObjectFilter, *, match: str | None, rv: int, limit: int, token: str | None
+    ) -> web.Response:
+        floor, head = self.cluster.log.floor, self.cluster.resource_version
+        list_rv, after = head, None
+        if token:
+            try:
+                list_rv, after = wire.decode_continue(token)
+            except ValueError as e:
+                return wire.status_response(400, str(e))
+            if list_rv < floor:
+                return wire.status_response(410, wire.CONTINUE_EXPIRED, "Expired")
+        elif match == "Exact" and rv:
+            if rv < floor:
+                return wire.status_response(410, wire.too_old_message(rv, floor), "Expired")
+            if rv != head:
+                message = "gpuid.sim serves Exact lists only at the current resourceVersion"
+                return wire.status_response(500, message)
+        items = self.cluster.select(resource, flt, after)
+        next_token = None
+        if 0 < limit < len(items):
+            items = items[:limit]
+            meta = items[-1].obj["metadata"]
+            next_token = wire.encode_continue(list_rv, (meta.get("namespace", ""), meta["name"]))
+        return web.Response(body=wire.list_body(resource, list_rv, items, next_token), content_type=wire.JSON)
+
+    def _is_closing(self) -> bool:
+        return self._closing
