@@ -65,11 +65,13 @@ class Spool:
         try:
             root.mkdir(parents=True, exist_ok=True)
             self._lock = (root / ".lock").open("w")
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(f"SPOOL_DIR={str(root)!r} is in use by another gpuid process") from None
         except OSError as e:
             raise ConfigError(f"SPOOL_DIR={str(root)!r} is not usable: {e.strerror}") from None
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            raise ConfigError(f"SPOOL_DIR={str(root)!r} is in use by another gpuid process") from None
 
     def lane(self, name: str) -> SpoolLane:
         return SpoolLane(self, self.root / name)
@@ -79,13 +81,15 @@ class Spool:
 
 
 class SpoolLane:
-    """The segments of one exporter, oldest first; the first ``loaded`` are also in memory."""
+    """The segments of one exporter, oldest first: ``loaded`` ones are also in memory, then ``waiting``."""
 
     def __init__(self, spool: Spool, directory: Path) -> None:
         self._spool = spool
         self.dir = directory
-        self.segments: deque[Segment] = deque()
-        self.loaded = 0
+        self.loaded: deque[Segment] = deque()
+        self.waiting: deque[Segment] = deque()
+        self.bytes = 0
+        self.unloaded_records = 0
         self._seq = 0
         try:
             directory.mkdir(exist_ok=True)
@@ -101,27 +105,32 @@ class SpoolLane:
             elif m := _SEGMENT.match(path.name):
                 found.append((int(m.group(1)), Segment(path, int(m.group(2)), path.stat().st_size)))
         for seq, segment in sorted(found, key=lambda item: item[0]):
-            self.segments.append(segment)
-            self._spool.used += segment.size
+            self._add(segment, loaded=False)
             self._seq = seq + 1
 
-    @property
-    def bytes(self) -> int:
-        return sum(s.size for s in self.segments)
+    def _add(self, segment: Segment, *, loaded: bool) -> None:
+        (self.loaded if loaded else self.waiting).append(segment)
+        self.bytes += segment.size
+        self._spool.used += segment.size
+        self.unloaded_records += 0 if loaded else segment.count
+
+    def _forget(self, segment: Segment) -> None:
+        self.bytes -= segment.size
+        self._spool.used -= segment.size
 
     @property
-    def unloaded_records(self) -> int:
-        return sum(s.count for i, s in enumerate(self.segments) if i >= self.loaded)
+    def segments(self) -> int:
+        return len(self.loaded) + len(self.waiting)
 
     def has_unloaded(self) -> bool:
-        return self.loaded < len(self.segments)
+        return bool(self.waiting)
 
     def append(self, readings: Sequence[GPUReading], *, loaded: bool) -> bool:
         """Write ``readings`` as one segment; False (nothing written) when the budget is spent."""
+        if loaded and self.waiting:
+            raise RuntimeError("spool order: records go to memory only when nothing older waits on disk")
         header = json.dumps({"gpuid_spool": 1, "schema_version": SCHEMA_VERSION, "count": len(readings)})
         body = "\n".join([header, *(r.to_json() for r in readings)]).encode() + b"\n"
-        if loaded and self.has_unloaded():
-            raise RuntimeError("spool order: records go to memory only when nothing older waits on disk")
         if self._spool.used + len(body) > self._spool.max_bytes:
             return False
         path = self.dir / f"{self._seq:016d}-{len(readings)}.jsonl"
@@ -129,17 +138,15 @@ class SpoolLane:
         tmp.write_bytes(body)
         tmp.replace(path)
         self._seq += 1
-        self.segments.append(Segment(path, len(readings), len(body)))
-        self._spool.used += len(body)
-        self.loaded += loaded
+        self._add(Segment(path, len(readings), len(body)), loaded=loaded)
         return True
 
     def next_unloaded(self) -> Segment | None:
-        return self.segments[self.loaded] if self.has_unloaded() else None
+        return self.waiting[0] if self.waiting else None
 
     def load_next(self) -> list[GPUReading]:
         """Read the oldest segment not yet in memory; ``SpoolCorruptError`` if it is unreadable."""
-        segment = self.segments[self.loaded]
+        segment = self.waiting[0]
         try:
             lines = segment.path.read_text().splitlines()
             records = [reading_from_dict(json.loads(line)) for line in lines[1:] if line]
@@ -147,27 +154,27 @@ class SpoolLane:
             raise SpoolCorruptError(f"{segment.path.name}: {e}") from e
         if len(records) != segment.count:
             raise SpoolCorruptError(f"{segment.path.name}: {len(records)} records, expected {segment.count}")
-        self.loaded += 1
+        self.loaded.append(self.waiting.popleft())
+        self.unloaded_records -= segment.count
         return records
 
     def discard_next(self) -> int:
         """Set the oldest unloaded segment aside as ``*.corrupt``; returns its record count."""
-        segment = self.segments[self.loaded]
-        del self.segments[self.loaded]
-        self._spool.used -= segment.size
+        segment = self.waiting.popleft()
+        self.unloaded_records -= segment.count
+        self._forget(segment)
         segment.path.replace(segment.path.with_suffix(".corrupt"))
         return segment.count
 
     def ack(self, count: int) -> None:
         """The oldest ``count`` loaded records are done with: delete segments that are complete."""
         while count > 0 and self.loaded:
-            head = self.segments[0]
+            head = self.loaded[0]
             take = min(count, head.count - head.acked)
             head.acked += take
             count -= take
             if head.acked == head.count:
                 with contextlib.suppress(OSError):  # left behind, it is replayed once more: harmless
                     head.path.unlink()
-                self.segments.popleft()
-                self.loaded -= 1
-                self._spool.used -= head.size
+                self.loaded.popleft()
+                self._forget(head)

@@ -3,6 +3,7 @@
 If these pass, code that works against the sim speaks the same protocol a real
 API server and kubelet do: selectors, resourceVersions, watch events and
 bookmarks, 410 after compaction, Status errors, and exec's channel framing.
+The leak check (no task left running) is the shared one in conftest.py.
 """
 
 from __future__ import annotations
@@ -38,40 +39,32 @@ POD3 = device_plugin_pod_name("gpu-node-3")  # A100 MIG
 SMI_XML = ["sh", "-c", "nvidia-smi -q -x"]
 
 
-@pytest.fixture(autouse=True)
-async def no_leftover_tasks() -> AsyncIterator[None]:
-    yield
-    await asyncio.sleep(0)
-    leftover = {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
-    assert not leftover, f"tasks left running: {leftover}"
-
-
 @dataclass
-class Sim:
+class SimEnv:
     cluster: SimCluster
     server: SimApiServer
     config: client.Configuration
 
 
 @pytest.fixture
-async def sim(tmp_path: Path) -> AsyncIterator[Sim]:
+async def env(tmp_path: Path) -> AsyncIterator[SimEnv]:
     cluster = demo_cluster(3)
     async with SimApiServer(cluster, bookmark_interval=0.1) as server:
         kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
         cfg = client.Configuration()
         await config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
-        yield Sim(cluster, server, cfg)
+        yield SimEnv(cluster, server, cfg)
 
 
 @pytest.fixture
-async def v1(sim: Sim) -> AsyncIterator[client.CoreV1Api]:
-    async with client.ApiClient(sim.config) as api:
+async def v1(env: SimEnv) -> AsyncIterator[client.CoreV1Api]:
+    async with client.ApiClient(env.config) as api:
         yield client.CoreV1Api(api)
 
 
 @pytest.fixture
-async def v1ws(sim: Sim) -> AsyncIterator[client.CoreV1Api]:
-    async with WsApiClient(sim.config) as api:
+async def v1ws(env: SimEnv) -> AsyncIterator[client.CoreV1Api]:
+    async with WsApiClient(env.config) as api:
         yield client.CoreV1Api(api)
 
 
@@ -113,22 +106,12 @@ async def run_exec(v1ws: client.CoreV1Api, pod: str, command: list[str], **kwarg
     return ExecResult(out, err, status, ready)
 
 
-async def collect(stream: watch.Watch, until: str, name: str) -> list[dict[str, Any]]:
-    """Events from ``stream`` up to and including ``until`` for pod ``name``."""
-    events = []
-    async for event in stream:
-        events.append(event)
-        if event["type"] == until and event["raw_object"]["metadata"].get("name") == name:
-            stream.stop()
-    return events
-
-
 # -- list / get -----------------------------------------------------------------------------------
-async def test_list_applies_label_and_field_selectors(sim: Sim, v1: client.CoreV1Api) -> None:
-    sim.cluster.add_pod(
+async def test_list_applies_label_and_field_selectors(env: SimEnv, v1: client.CoreV1Api) -> None:
+    env.cluster.add_pod(
         "driver-1", node="gpu-node-1", labels={"app.kubernetes.io/component": "nvidia-driver"}
     )
-    sim.cluster.add_pod("other-ns", node="gpu-node-1", namespace="default")
+    env.cluster.add_pod("other-ns", node="gpu-node-1", namespace="default")
 
     by_label = await v1.list_namespaced_pod(NS, label_selector=DP)
     assert sorted(p.metadata.name for p in by_label.items) == sorted(
@@ -150,7 +133,7 @@ async def test_list_applies_label_and_field_selectors(sim: Sim, v1: client.CoreV
         label_selector=DP, field_selector="spec.nodeName=gpu-node-1"
     )
     assert sorted(p.metadata.namespace for p in everywhere.items) == ["default", NS]
-    assert int(by_label.metadata.resource_version) == sim.cluster.resource_version
+    assert int(by_label.metadata.resource_version) == env.cluster.resource_version
 
 
 async def test_list_rejects_unsupported_field_selector_with_400(v1: client.CoreV1Api) -> None:
@@ -160,9 +143,9 @@ async def test_list_rejects_unsupported_field_selector_with_400(v1: client.CoreV
     assert json.loads(err.value.body)["reason"] == "BadRequest"
 
 
-async def test_list_pages_with_limit_and_continue(sim: Sim, v1: client.CoreV1Api) -> None:
+async def test_list_pages_with_limit_and_continue(env: SimEnv, v1: client.CoreV1Api) -> None:
     for i in range(7):
-        sim.cluster.add_pod(f"extra-{i}", node="gpu-node-2")
+        env.cluster.add_pod(f"extra-{i}", node="gpu-node-2")
     seen: list[str] = []
     token = None
     while True:
@@ -176,10 +159,10 @@ async def test_list_pages_with_limit_and_continue(sim: Sim, v1: client.CoreV1Api
     assert len(set(seen)) == 10
 
 
-async def test_get_node_returns_provider_id_and_404_for_missing(sim: Sim, v1: client.CoreV1Api) -> None:
+async def test_get_node_returns_provider_id_and_404_for_missing(env: SimEnv, v1: client.CoreV1Api) -> None:
     node = await v1.read_node("gpu-node-1")
     assert node.spec.provider_id.startswith("aws:///us-east-1a/i-0")
-    assert node.spec.provider_id == sim.cluster.node("gpu-node-1")["spec"]["providerID"]
+    assert node.spec.provider_id == env.cluster.node("gpu-node-1")["spec"]["providerID"]
     with pytest.raises(ApiException) as err:
         await v1.read_node("nope")
     assert err.value.status == 404
@@ -188,15 +171,15 @@ async def test_get_node_returns_provider_id_and_404_for_missing(sim: Sim, v1: cl
     assert [n.metadata.name for n in nodes.items] == ["gpu-node-1", "gpu-node-2", "gpu-node-3"]
 
 
-async def test_version_endpoint(sim: Sim) -> None:
-    async with client.ApiClient(sim.config) as api:
+async def test_version_endpoint(env: SimEnv) -> None:
+    async with client.ApiClient(env.config) as api:
         info = await client.VersionApi(api).get_code()
     assert info.major == "1"
     assert info.git_version.startswith("v1.")
 
 
-async def test_request_without_token_gets_401(sim: Sim) -> None:
-    cfg = client.Configuration(host=sim.server.url)
+async def test_request_without_token_gets_401(env: SimEnv) -> None:
+    cfg = client.Configuration(host=env.server.url)
     async with client.ApiClient(cfg) as api:
         with pytest.raises(ApiException) as err:
             await client.CoreV1Api(api).list_namespaced_pod(NS)
@@ -204,15 +187,15 @@ async def test_request_without_token_gets_401(sim: Sim) -> None:
     assert json.loads(err.value.body)["kind"] == "Status"
 
 
-async def test_fail_requests_gives_status_errors_then_recovers(sim: Sim, v1: client.CoreV1Api) -> None:
-    sim.cluster.fail_requests(1, 500)
+async def test_fail_requests_gives_status_errors_then_recovers(env: SimEnv, v1: client.CoreV1Api) -> None:
+    env.cluster.fail_requests(1, 500)
     with pytest.raises(ApiException) as err:
         await v1.list_namespaced_pod(NS)
     assert err.value.status == 500
     assert json.loads(err.value.body)["reason"] == "InternalError"
     assert len((await v1.list_namespaced_pod(NS)).items) == 3
 
-    sim.cluster.fail_requests(1, 429, path_contains="/nodes/")
+    env.cluster.fail_requests(1, 429, path_contains="/nodes/")
     await v1.list_namespaced_pod(NS)  # does not match, so not consumed
     with pytest.raises(ApiException) as err:
         await v1.read_node("gpu-node-1")
@@ -220,34 +203,21 @@ async def test_fail_requests_gives_status_errors_then_recovers(sim: Sim, v1: cli
     assert err.value.headers["Retry-After"] == "1"
 
 
-async def test_request_counts_name_each_call(sim: Sim, v1: client.CoreV1Api) -> None:
+async def test_request_counts_name_each_call(env: SimEnv, v1: client.CoreV1Api) -> None:
     await v1.list_namespaced_pod(NS)
     await v1.read_node("gpu-node-1")
     await v1.list_node()
     async with watch.Watch() as w:
         async for _ in w.stream(v1.list_namespaced_pod, NS, timeout_seconds=1):
             w.stop()
-    counts = sim.cluster.request_counts
-    assert (counts["list pods"], counts["get node"], counts["list nodes"], counts["watch pods"]) == (
-        1,
-        1,
-        1,
-        1,
-    )
+    expected = {"list pods": 1, "get node": 1, "list nodes": 1, "watch pods": 1}
+    assert dict(env.cluster.request_counts) == expected
 
 
 # -- watch ------------------------------------------------------------------------------------------
-async def test_watch_streams_added_modified_deleted_and_bookmarks(sim: Sim, v1: client.CoreV1Api) -> None:
+async def test_watch_streams_added_modified_deleted_and_bookmarks(env: SimEnv, v1: client.CoreV1Api) -> None:
     listed = await v1.list_namespaced_pod(NS, label_selector=DP)
-
-    async def scenario() -> None:
-        await asyncio.sleep(0.25)  # let a bookmark through first
-        sim.cluster.add_pod("new", node="gpu-node-2")
-        sim.cluster.restart_container("new")
-        sim.cluster.delete_pod("new")
-
-    async with watch.Watch() as w, asyncio.TaskGroup() as tg:
-        tg.create_task(scenario())
+    async with watch.Watch() as w:
         stream = w.stream(
             v1.list_namespaced_pod,
             NS,
@@ -256,7 +226,15 @@ async def test_watch_streams_added_modified_deleted_and_bookmarks(sim: Sim, v1: 
             allow_watch_bookmarks=True,
             timeout_seconds=20,
         )
-        events = await collect(stream, "DELETED", "new")
+        events = []
+        async for event in stream:
+            events.append(event)
+            if len(events) == 1:  # the first bookmark: now change things live
+                env.cluster.add_pod("new", node="gpu-node-2")
+                env.cluster.restart_container("new")
+                env.cluster.delete_pod("new")
+            if event["type"] == "DELETED":
+                w.stop()
 
     bookmarks = [e for e in events if e["type"] == "BOOKMARK"]
     assert bookmarks
@@ -268,7 +246,7 @@ async def test_watch_streams_added_modified_deleted_and_bookmarks(sim: Sim, v1: 
     versions = [int(obj.metadata.resource_version) for _, obj in changes]
     assert versions == sorted(versions)
     assert versions[0] > int(listed.metadata.resource_version)
-    assert w.resource_version == str(versions[-1]) or int(w.resource_version) >= versions[-1]
+    assert int(w.resource_version) >= versions[-1]
 
 
 async def test_watch_without_resource_version_starts_with_current_objects(v1: client.CoreV1Api) -> None:
@@ -281,14 +259,46 @@ async def test_watch_without_resource_version_starts_with_current_objects(v1: cl
     ]
 
 
-async def test_watch_reports_pods_leaving_and_entering_the_selector(sim: Sim, v1: client.CoreV1Api) -> None:
+async def test_watch_list_sends_initial_events_then_an_end_bookmark(
+    env: SimEnv, v1: client.CoreV1Api
+) -> None:
+    async with watch.Watch() as w:
+        stream = w.stream(
+            v1.list_namespaced_pod,
+            NS,
+            send_initial_events=True,
+            resource_version_match="NotOlderThan",
+            allow_watch_bookmarks=True,
+            timeout_seconds=5,
+        )
+        events = []
+        async for e in stream:
+            events.append(e)
+            if e["type"] == "BOOKMARK":
+                w.stop()
+    assert [e["type"] for e in events] == ["ADDED", "ADDED", "ADDED", "BOOKMARK"]
+    end = events[-1]["raw_object"]["metadata"]
+    assert end["annotations"]["k8s.io/initial-events-end"] == "true"
+    assert int(end["resourceVersion"]) == env.cluster.resource_version
+
+
+async def test_list_at_a_future_version_is_a_504(env: SimEnv, v1: client.CoreV1Api) -> None:
+    ahead = str(env.cluster.resource_version + 100)
+    with pytest.raises(ApiException) as err:
+        await v1.list_namespaced_pod(NS, resource_version=ahead)
+    assert err.value.status == 504
+
+
+async def test_watch_reports_pods_leaving_and_entering_the_selector(
+    env: SimEnv, v1: client.CoreV1Api
+) -> None:
     rv = (await v1.list_namespaced_pod(NS, label_selector=DP)).metadata.resource_version
 
     async def scenario() -> None:
         await asyncio.sleep(0.1)
-        sim.cluster.label_pod(POD1, {"app": "something-else"})
-        sim.cluster.label_pod(POD1, {"app": "nvidia-device-plugin-daemonset"})
-        sim.cluster.delete_pod(POD1)
+        env.cluster.label_pod(POD1, {"app": "something-else"})
+        env.cluster.label_pod(POD1, {"app": "nvidia-device-plugin-daemonset"})
+        env.cluster.delete_pod(POD1)
 
     async with watch.Watch() as w, asyncio.TaskGroup() as tg:
         tg.create_task(scenario())
@@ -307,10 +317,10 @@ async def test_watch_reports_pods_leaving_and_entering_the_selector(sim: Sim, v1
     ]
 
 
-async def test_watch_from_compacted_version_gets_410_error_line(sim: Sim, v1: client.CoreV1Api) -> None:
+async def test_watch_from_compacted_version_gets_410_error_line(env: SimEnv, v1: client.CoreV1Api) -> None:
     old = (await v1.list_namespaced_pod(NS)).metadata.resource_version
-    sim.cluster.add_pod("later", node="gpu-node-1")
-    floor = sim.cluster.compact()
+    env.cluster.add_pod("later", node="gpu-node-1")
+    floor = env.cluster.compact()
 
     resp = await v1.list_namespaced_pod(NS, watch=True, resource_version=old, _preload_content=False)
     async with resp:
@@ -330,10 +340,12 @@ async def test_watch_from_compacted_version_gets_410_error_line(sim: Sim, v1: cl
     }
 
 
-async def test_watch_from_compacted_version_raises_api_exception_410(sim: Sim, v1: client.CoreV1Api) -> None:
+async def test_watch_from_compacted_version_raises_api_exception_410(
+    env: SimEnv, v1: client.CoreV1Api
+) -> None:
     old = (await v1.list_namespaced_pod(NS)).metadata.resource_version
-    sim.cluster.add_pod("later", node="gpu-node-1")
-    sim.cluster.compact()
+    env.cluster.add_pod("later", node="gpu-node-1")
+    env.cluster.compact()
     async with watch.Watch() as w:
         with pytest.raises(ApiException) as err:
             async for _ in w.stream(v1.list_namespaced_pod, NS, resource_version=old, timeout_seconds=5):
@@ -347,57 +359,59 @@ async def test_watch_from_compacted_version_raises_api_exception_410(sim: Sim, v
         ] == []
 
 
-async def test_exact_list_at_compacted_version_gets_410(sim: Sim, v1: client.CoreV1Api) -> None:
+async def test_exact_list_at_compacted_version_gets_410(env: SimEnv, v1: client.CoreV1Api) -> None:
     old = (await v1.list_namespaced_pod(NS)).metadata.resource_version
-    sim.cluster.add_pod("later", node="gpu-node-1")
-    sim.cluster.compact()
+    env.cluster.add_pod("later", node="gpu-node-1")
+    env.cluster.compact()
     with pytest.raises(ApiException) as err:
         await v1.list_namespaced_pod(NS, resource_version=old, resource_version_match="Exact")
     assert err.value.status == 410
 
 
-async def test_drop_watches_ends_the_stream(sim: Sim, v1: client.CoreV1Api) -> None:
+async def test_drop_watches_ends_the_stream(env: SimEnv, v1: client.CoreV1Api) -> None:
     rv = (await v1.list_namespaced_pod(NS)).metadata.resource_version
     async with watch.Watch() as w, asyncio.timeout(30):
         stream = w.stream(v1.list_namespaced_pod, NS, resource_version=rv, timeout_seconds=600)
-        sim.cluster.add_pod("first", node="gpu-node-1")
+        env.cluster.add_pod("first", node="gpu-node-1")
         seen = []
         async for e in stream:  # ends with StopAsyncIteration long before timeout_seconds
             seen.append(e["object"].metadata.name)
-            sim.cluster.drop_watches()
+            env.cluster.drop_watches()
     assert seen == ["first"]
 
 
-async def test_drop_watches_reset_aborts_the_connection(sim: Sim, v1: client.CoreV1Api) -> None:
+async def test_drop_watches_reset_aborts_the_connection(env: SimEnv, v1: client.CoreV1Api) -> None:
     async with watch.Watch() as w, asyncio.timeout(30):
         stream = w.stream(v1.list_node, timeout_seconds=600)
 
         async def read_until_cut() -> None:
             async for _ in stream:
-                sim.cluster.drop_watches(reset=True)
+                env.cluster.drop_watches(reset=True)
 
         with pytest.raises(aiohttp.ClientPayloadError):
             await read_until_cut()
 
 
-async def test_watch_without_timeout_resumes_after_a_dropped_stream(sim: Sim, v1: client.CoreV1Api) -> None:
+async def test_watch_without_timeout_resumes_after_a_dropped_stream(
+    env: SimEnv, v1: client.CoreV1Api
+) -> None:
     rv = (await v1.list_namespaced_pod(NS)).metadata.resource_version
-    sim.cluster.add_pod("before-drop", node="gpu-node-1")
+    env.cluster.add_pod("before-drop", node="gpu-node-1")
     async with watch.Watch() as w, asyncio.timeout(30):
         names = []
         async for e in w.stream(v1.list_namespaced_pod, NS, resource_version=rv):
             names.append(e["object"].metadata.name)
             if len(names) == 1:
-                sim.cluster.drop_watches()
-                sim.cluster.add_pod("after-drop", node="gpu-node-1")
+                env.cluster.drop_watches()
+                env.cluster.add_pod("after-drop", node="gpu-node-1")
             else:
                 w.stop()
     assert names == ["before-drop", "after-drop"]
-    assert sim.cluster.request_counts["watch pods"] == 2  # the client re-watched from the last rv
+    assert env.cluster.request_counts["watch pods"] == 2  # the client re-watched from the last rv
 
 
-async def test_failed_watch_request_surfaces_as_api_exception(sim: Sim, v1: client.CoreV1Api) -> None:
-    sim.cluster.fail_requests(1, 503, path_contains="watch=True")
+async def test_failed_watch_request_surfaces_as_api_exception(env: SimEnv, v1: client.CoreV1Api) -> None:
+    env.cluster.fail_requests(1, 503, path_contains="watch=True")
     async with watch.Watch() as w:
         with pytest.raises(ApiException) as err:
             async for _ in w.stream(v1.list_namespaced_pod, NS, timeout_seconds=1):
@@ -417,8 +431,8 @@ async def test_exec_returns_capture_bytes_on_stdout_and_success_status(v1ws: cli
     assert WsApiClient.parse_error_data(result.status) == 0
 
 
-async def test_exec_missing_nvidia_smi_exits_127(sim: Sim, v1ws: client.CoreV1Api) -> None:
-    sim.cluster.set_exec(POD1, missing_smi=True)
+async def test_exec_missing_nvidia_smi_exits_127(env: SimEnv, v1ws: client.CoreV1Api) -> None:
+    env.cluster.set_exec(POD1, missing_smi=True)
     result = await run_exec(v1ws, POD1, SMI_XML)
     assert result.stdout == b""
     assert result.stderr == b"sh: 1: nvidia-smi: not found\n"
@@ -439,17 +453,17 @@ async def test_exec_list_uses_companion_file_or_xml(v1ws: client.CoreV1Api) -> N
     )
 
 
-async def test_exec_behaviour_overrides(sim: Sim, v1ws: client.CoreV1Api) -> None:
-    sim.cluster.set_exec(POD1, delay=0.05, exit_code=3, stderr=b"boom\n", stdout=b"partial")
+async def test_exec_behaviour_overrides(env: SimEnv, v1ws: client.CoreV1Api) -> None:
+    env.cluster.set_exec(POD1, delay=0.05, exit_code=3, stderr=b"boom\n", stdout=b"partial")
     result = await run_exec(v1ws, POD1, SMI_XML)
     assert (result.stdout, result.stderr) == (b"partial", b"boom\n")
     assert WsApiClient.parse_error_data(result.status) == 3
-    sim.cluster.set_exec(POD1)  # healed
+    env.cluster.set_exec(POD1)  # healed
     assert WsApiClient.parse_error_data((await run_exec(v1ws, POD1, SMI_XML)).status) == 0
 
 
-async def test_exec_hang_never_answers_until_client_leaves(sim: Sim, v1ws: client.CoreV1Api) -> None:
-    sim.cluster.set_exec(POD1, hang=True)
+async def test_exec_hang_never_answers_until_client_leaves(env: SimEnv, v1ws: client.CoreV1Api) -> None:
+    env.cluster.set_exec(POD1, hang=True)
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.3):
             await run_exec(v1ws, POD1, SMI_XML)
@@ -486,27 +500,27 @@ async def wait_until(condition: Any, what: str) -> None:
 
 
 async def test_client_leaving_mid_exec_frees_the_session_without_log_noise(
-    sim: Sim, v1ws: client.CoreV1Api, caplog: pytest.LogCaptureFixture
+    env: SimEnv, v1ws: client.CoreV1Api, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="aiohttp")
-    sim.cluster.set_exec(POD1, stdout=b"x" * 8_000_000)  # 245 frames: the client leaves mid-stream
+    env.cluster.set_exec(POD1, stdout=b"x" * 8_000_000)  # 245 frames: the client leaves mid-stream
     async with await v1ws.connect_get_namespaced_pod_exec(
         POD1, NS, command=SMI_XML, stdout=True, stderr=True, _preload_content=False
     ) as ws:
         frames = [await ws.receive() for _ in range(3)]
         assert [f.data[:1] for f in frames] == [b"\x01", b"\x02", b"\x01"]
-        assert sim.server.open_exec_sessions == 1
-    await wait_until(lambda: sim.server.open_exec_sessions == 0, "exec session closed")
+        assert env.server.open_exec_sessions == 1
+    await wait_until(lambda: env.server.open_exec_sessions == 0, "exec session closed")
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
     assert WsApiClient.parse_error_data((await run_exec(v1ws, POD3, SMI_XML)).status) == 0
 
 
-async def test_client_leaving_a_watch_frees_it(sim: Sim, v1: client.CoreV1Api) -> None:
+async def test_client_leaving_a_watch_frees_it(env: SimEnv, v1: client.CoreV1Api) -> None:
     async with watch.Watch() as w:
         async for _ in w.stream(v1.list_node):  # no bookmarks, no timeout: only the hang-up can end it
-            assert sim.server.open_watches == 1
+            assert env.server.open_watches == 1
             break
-    await wait_until(lambda: sim.server.open_watches == 0, "watch closed")
+    await wait_until(lambda: env.server.open_watches == 0, "watch closed")
 
 
 # -- lifecycle --------------------------------------------------------------------------------------
@@ -534,8 +548,17 @@ async def test_stop_ends_open_watches_and_exec_sessions(tmp_path: Path) -> None:
     assert execing.result().status == b""  # closed without an answer
 
 
-async def test_write_kubeconfig_names_context_and_namespace(sim: Sim, tmp_path: Path) -> None:
-    loader = await config.load_kube_config(config_file=str(sim.server.write_kubeconfig(tmp_path / "k")))
+async def test_restart_keeps_the_address_and_the_state(env: SimEnv, v1: client.CoreV1Api) -> None:
+    url = env.server.url
+    await env.server.stop()
+    with pytest.raises(aiohttp.ClientConnectorError):
+        await v1.list_namespaced_pod(NS)
+    assert await env.server.start() == url
+    assert len((await v1.list_namespaced_pod(NS)).items) == 3
+
+
+async def test_write_kubeconfig_names_context_and_namespace(env: SimEnv, tmp_path: Path) -> None:
+    loader = await config.load_kube_config(config_file=str(env.server.write_kubeconfig(tmp_path / "k")))
     assert loader.current_context["name"] == "gpuid-sim"
     assert loader.current_context["context"]["namespace"] == NS
 

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -57,6 +58,11 @@ def connect_kwargs(config: PostgresSettings) -> dict[str, Any]:
         "database": config.database,
         **kwargs,
     }
+
+
+async def connect(config: PostgresSettings) -> Any:
+    """One plain connection, for one-off tools (``gpuid inventory``, the benchmark)."""
+    return await asyncpg.connect(**connect_kwargs(config))
 
 
 def postgres_error(e: BaseException, config: PostgresSettings) -> ExportError:
@@ -128,11 +134,17 @@ class PostgresExporter:
     async def _write(self, conn: Any, batch: Sequence[GPUReading]) -> list[dict[str, Any]]:
         t = self.tables
         rows = [
-            (*(getattr(r, c) for c in COLUMNS[:-2]), json.dumps(r.to_dict()["mig_devices"]), observed_at(r))
+            (
+                *(getattr(r, c) for c in COLUMNS[:-2]),
+                json.dumps([asdict(m) for m in r.mig_devices]),
+                observed_at(r),
+            )
             for r in batch
         ]
+        # Per connection, emptied at each commit: cheaper than creating it for every batch.
         await conn.execute(
-            f"CREATE TEMP TABLE gpuid_stage (LIKE {t.readings} INCLUDING DEFAULTS) ON COMMIT DROP"
+            f"CREATE TEMP TABLE IF NOT EXISTS gpuid_stage (LIKE {t.readings} INCLUDING DEFAULTS)"
+            " ON COMMIT DELETE ROWS"
         )
         await conn.copy_records_to_table("gpuid_stage", records=rows, columns=COLUMNS)
         cols = ", ".join(COLUMNS)
@@ -151,7 +163,8 @@ class PostgresExporter:
                 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
                 [(*(m[k] for k in keys), m["previous_seen"], m["moved_at"]) for m in moves],
             )
-        await conn.executemany(_UPSERT.format(inventory=t.inventory), upserts)
+        if upserts:  # one statement for the whole batch: columns as arrays
+            await conn.execute(_UPSERT.format(inventory=t.inventory), *map(list, zip(*upserts, strict=True)))
         if earlier:
             await conn.executemany(
                 f"UPDATE {t.inventory} SET first_seen = LEAST(first_seen, $3)"
@@ -184,7 +197,9 @@ _UPSERT = """
 INSERT INTO {inventory} AS inv (cluster, gpu_uuid, gpu_serial, chassis_serial, product_name,
     board_part_number, node, machine, module_id, gpu_index, pci_bus_id, driver_version, source,
     first_seen, last_seen, moves)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+    $7::text[], $8::text[], $9::int[], $10::int[], $11::text[], $12::text[], $13::text[],
+    $14::timestamptz[], $15::timestamptz[], $16::int[])
 ON CONFLICT (cluster, gpu_uuid) DO UPDATE SET
     gpu_serial = EXCLUDED.gpu_serial, chassis_serial = EXCLUDED.chassis_serial,
     product_name = EXCLUDED.product_name, board_part_number = EXCLUDED.board_part_number,

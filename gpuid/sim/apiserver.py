@@ -29,17 +29,13 @@ from gpuid.sim.watchstream import WatchRequest, serve_watch
 NAME = "gpuid-sim"
 
 
-def _truthy(value: str | None) -> bool:
-    return (value or "").lower() in ("true", "1")
-
-
 def _request_key(request: web.Request) -> str:
     """``"list pods"``, ``"watch pods"``, ``"get node"``, ``"exec"``… from the route name."""
     name = request.match_info.route.name
     if not name:
         return "other"
     verb, *resource = name.split(".")[:2]
-    if verb == "list" and _truthy(request.query.get("watch")):
+    if verb == "list" and wire.truthy(request.query.get("watch")):
         verb = "watch"
     return " ".join([verb, *resource])
 
@@ -58,8 +54,11 @@ class SimApiServer:
         self._sockets: set[web.WebSocketResponse] = set()
         self._watches = 0
         self._runner: web.AppRunner | None = None
-        self._app = web.Application(middlewares=[self._middleware])
-        route = self._app.router.add_route
+        self._port = 0
+
+    def _make_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware])
+        route = app.router.add_route
         route("GET", "/version", self._version, name="get.version")
         route("GET", "/version/", self._version, name="get.version.slash")
         route("GET", "/api/v1/pods", self._list, name="list.pods.all_namespaces")
@@ -70,23 +69,35 @@ class SimApiServer:
         route("GET", "/api/v1/nodes/{name}", self._get, name="get.node")
         # Later: GET/PUT/POST /apis/coordination.k8s.io/v1/namespaces/{namespace}/leases[/{name}]
         # ("get lease", …) and PATCH /api/v1/nodes/{name}, both backed by SimCluster resources.
+        return app
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> str:
-        """Listen on an ephemeral 127.0.0.1 port; returns the base URL."""
+        """Listen on an ephemeral 127.0.0.1 port; returns the base URL.
+
+        After :meth:`stop`, ``start()`` listens on the same port again, so a
+        stop/start pair simulates an API server restart behind a fixed address.
+        """
         if self._runner is not None:
             return self.url
         self._closing = False
         # handler_cancellation: a client that hangs up ends its watch at once, not at the next event.
         runner = web.AppRunner(
-            self._app, handle_signals=False, access_log=None, shutdown_timeout=2.0, handler_cancellation=True
+            self._make_app(),
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=2.0,
+            handler_cancellation=True,
         )
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
+        try:
+            await web.TCPSite(runner, "127.0.0.1", self._port, reuse_address=True).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
         self._runner = runner
-        host, port = runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        host, self._port = runner.addresses[0][:2]
+        self.url = f"http://{host}:{self._port}"
         return self.url
 
     async def stop(self) -> None:
@@ -182,16 +193,8 @@ class SimApiServer:
         if rv > self.cluster.resource_version:
             message = f"Too large resource version: {rv}, current: {self.cluster.resource_version}"
             return wire.status_response(504, message, "Timeout")
-        if _truthy(query.get("watch")):
-            send_initial = _truthy(query.get("sendInitialEvents"))
-            watch = WatchRequest(
-                resource=resource,
-                flt=flt,
-                resource_version=None if rv == 0 or send_initial else rv,
-                bookmarks=_truthy(query.get("allowWatchBookmarks")),
-                timeout=timeout,
-                send_initial_events=send_initial,
-            )
+        if wire.truthy(query.get("watch")):
+            watch = WatchRequest.from_query(resource, flt, query, rv=rv, timeout=timeout)
             self._watches += 1
             try:
                 return await serve_watch(
@@ -199,7 +202,7 @@ class SimApiServer:
                     self.cluster,
                     watch,
                     bookmark_interval=self.bookmark_interval,
-                    is_closing=self._is_closing,
+                    is_closing=lambda: self._closing,
                 )
             finally:
                 self._watches -= 1
@@ -231,6 +234,3 @@ class SimApiServer:
             meta = items[-1].obj["metadata"]
             next_token = wire.encode_continue(list_rv, (meta.get("namespace", ""), meta["name"]))
         return web.Response(body=wire.list_body(resource, list_rv, items, next_token), content_type=wire.JSON)
-
-    def _is_closing(self) -> bool:
-        return self._closing

@@ -12,12 +12,11 @@ pods stay cheap.
 from __future__ import annotations
 
 import bisect
-import copy
 from collections.abc import Mapping, Sequence
 
 from gpuid.sim import objects
 from gpuid.sim.captures import Capture, bundled_capture
-from gpuid.sim.events import EventLog, Obj, WatchEvent
+from gpuid.sim.events import EventLog, Obj, WatchEvent, clone
 from gpuid.sim.faults import FaultControls
 from gpuid.sim.filters import ObjectFilter
 
@@ -69,11 +68,12 @@ class SimCluster(FaultControls):
         node = objects.new_node(
             name, provider_id=provider_id or objects.default_provider_id(name), labels=node_labels
         )
+        stored = self._add("nodes", ("", name), node)
         self._node_capture[name] = capture
-        return self._add("nodes", ("", name), node)
+        return stored
 
     def node(self, name: str) -> Obj:
-        return copy.deepcopy(self._current("nodes", ("", name)).obj)
+        return clone(self._current("nodes", ("", name)).obj)
 
     def delete_node(self, name: str) -> None:
         self._delete("nodes", ("", name))
@@ -92,7 +92,10 @@ class SimCluster(FaultControls):
         phase: str = "Running",
         annotations: Mapping[str, str] | None = None,
     ) -> Obj:
-        """Add a pod bound to ``node`` (one ADDED event); returns a copy of the stored object."""
+        """Add a pod bound to ``node`` (one ADDED event); returns a copy of the stored object.
+
+        ``node`` need not exist; nvidia-smi in such a pod fails as on a node without a driver.
+        """
         if not containers:
             raise ValueError("a pod needs at least one container")
         pod = objects.new_pod(
@@ -111,7 +114,7 @@ class SimCluster(FaultControls):
         return stored
 
     def pod(self, name: str, namespace: str = DEFAULT_NAMESPACE) -> Obj:
-        return copy.deepcopy(self._current("pods", (namespace, name)).obj)
+        return clone(self._current("pods", (namespace, name)).obj)
 
     def set_ready(self, name: str, ready: bool, namespace: str = DEFAULT_NAMESPACE) -> Obj:
         """Flip every container's readiness (a Pending pod starts Running when made ready)."""
@@ -136,7 +139,7 @@ class SimCluster(FaultControls):
     ) -> Obj:
         """Merge ``labels`` into the pod's labels (None removes a key): one MODIFIED event."""
         key = (namespace, name)
-        pod = copy.deepcopy(self._current("pods", key).obj)
+        pod = clone(self._current("pods", key).obj)
         merged = {**pod["metadata"].get("labels", {}), **labels}
         pod["metadata"]["labels"] = {k: v for k, v in merged.items() if v is not None}
         return self._modify("pods", key, pod)
@@ -200,17 +203,19 @@ class SimCluster(FaultControls):
         if key in self._store[resource]:
             raise ValueError(f'{resource} "{key[1]}" already exists')
         self._store[resource][key] = self._commit(resource, "ADDED", obj, None)
-        self._sorted[resource] = None
-        return copy.deepcopy(obj)
+        if (keys := self._sorted.get(resource)) is not None:
+            bisect.insort(keys, key)
+        return clone(obj)
 
     def _modify(self, resource: str, key: Key, new: Obj) -> Obj:
         prev = self._current(resource, key).obj
         self._store[resource][key] = self._commit(resource, "MODIFIED", new, prev)
-        return copy.deepcopy(new)
+        return clone(new)
 
     def _delete(self, resource: str, key: Key) -> None:
-        gone = copy.deepcopy(self._current(resource, key).obj)
+        gone = clone(self._current(resource, key).obj)
         gone["metadata"]["deletionTimestamp"] = objects.now()
         self._commit(resource, "DELETED", gone, None)
         del self._store[resource][key]
-        self._sorted[resource] = None
+        if (keys := self._sorted.get(resource)) is not None:
+            del keys[bisect.bisect_left(keys, key)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,19 @@ Obj = dict[str, Any]
 def dump(obj: Any) -> bytes:
     """Compact JSON bytes, the way the API server writes them."""
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def clone(obj: Obj) -> Obj:
+    """Deep copy of a JSON-like object; several times faster than ``copy.deepcopy`` (no memo)."""
+    return {k: _clone_value(v) for k, v in obj.items()}
+
+
+def _clone_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _clone_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clone_value(v) for v in value]
+    return value
 
 
 @dataclass(slots=True, eq=False)
@@ -35,6 +49,7 @@ class WatchEvent:
     prev: Obj | None = None
     _obj_json: bytes | None = field(default=None, repr=False)
     _lines: dict[str, bytes] = field(default_factory=dict, repr=False)
+    _views: dict[str, bytes | None] = field(default_factory=dict, repr=False)
 
     def object_json(self) -> bytes:
         if self._obj_json is None:
@@ -49,6 +64,14 @@ class WatchEvent:
             cached = b'{"type":"' + type_.encode() + b'","object":' + self.object_json() + b"}\n"
             self._lines[type_] = cached
         return cached
+
+    def view(self, selection: str, render: Callable[[], bytes | None]) -> bytes | None:
+        """What watchers of ``selection`` see of this event, rendered once for all of them."""
+        try:
+            return self._views[selection]
+        except KeyError:
+            seen = self._views[selection] = render()
+            return seen
 
     def left_selection_line(self) -> bytes:
         """DELETED for a watcher whose selector no longer matches: the old object at the new rv."""

@@ -115,6 +115,7 @@ class ObjectFilter:
     namespace: str | None = None
     labels: tuple[Requirement, ...] = ()
     fields: tuple[Requirement, ...] = ()
+    key: str = ""  # canonical text of the selection, so watchers with equal selectors share work
 
     @classmethod
     def parse(
@@ -124,6 +125,7 @@ class ObjectFilter:
             namespace=namespace,
             labels=parse_label_selector(label_selector),
             fields=parse_field_selector(field_selector, resource),
+            key=f"{resource}\0{namespace or ''}\0{label_selector}\0{field_selector}",
         )
 
     def equality(self, path: str) -> str | None:

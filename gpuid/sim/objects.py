@@ -11,13 +11,13 @@ history never change under a watcher.
 
 from __future__ import annotations
 
-import copy
+import functools
 import hashlib
+import time
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 
-from gpuid.sim.events import Obj
+from gpuid.sim.events import Obj, clone
 
 DEVICE_PLUGIN_LABELS: Mapping[str, str] = {"app": "nvidia-device-plugin-daemonset"}
 DEVICE_PLUGIN_IMAGE = "nvcr.io/nvidia/k8s-device-plugin:v0.17.1"
@@ -25,7 +25,7 @@ DEVICE_PLUGIN_IMAGE = "nvcr.io/nvidia/k8s-device-plugin:v0.17.1"
 
 def now() -> str:
     """RFC 3339 UTC timestamp at second precision, as Kubernetes writes them."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def default_provider_id(node_name: str) -> str:
@@ -49,6 +49,11 @@ def new_node(name: str, *, provider_id: str, labels: Mapping[str, str]) -> Obj:
     }
 
 
+@functools.cache
+def _image_id(image: str) -> str:
+    return f"{image.partition(':')[0]}@sha256:{hashlib.sha256(image.encode()).hexdigest()}"
+
+
 def _container_status(name: str, image: str, *, ready: bool, running: bool) -> Obj:
     state: Obj = (
         {"running": {"startedAt": now()}} if running else {"waiting": {"reason": "ContainerCreating"}}
@@ -56,7 +61,7 @@ def _container_status(name: str, image: str, *, ready: bool, running: bool) -> O
     return {
         "name": name,
         "image": image,
-        "imageID": f"{image.partition(':')[0]}@sha256:{hashlib.sha256(image.encode()).hexdigest()}",
+        "imageID": _image_id(image),
         "ready": ready,
         "started": running,
         "restartCount": 0,
@@ -106,12 +111,15 @@ def new_pod(
     }
     if running:
         pod["status"]["startTime"] = pod["metadata"]["creationTimestamp"]
-    return with_readiness(pod, ready and running)
+    return _set_readiness(pod, ready and running)
 
 
 def with_readiness(pod: Obj, ready: bool, containers: Sequence[str] | None = None) -> Obj:
     """A copy of ``pod`` whose named containers (default: all) and Ready condition reflect ``ready``."""
-    pod = copy.deepcopy(pod)
+    return _set_readiness(clone(pod), ready, containers)
+
+
+def _set_readiness(pod: Obj, ready: bool, containers: Sequence[str] | None = None) -> Obj:
     status = pod["status"]
     if ready and status["phase"] == "Pending":
         status["phase"] = "Running"

@@ -14,7 +14,7 @@ Status inside the 200 stream, then end of stream.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -36,11 +36,31 @@ class WatchRequest:
     timeout: float | None
     send_initial_events: bool
 
+    @classmethod
+    def from_query(
+        cls, resource: str, flt: ObjectFilter, query: Mapping[str, str], *, rv: int, timeout: float | None
+    ) -> WatchRequest:
+        send_initial = wire.truthy(query.get("sendInitialEvents"))
+        return cls(
+            resource=resource,
+            flt=flt,
+            resource_version=None if rv == 0 or send_initial else rv,
+            bookmarks=wire.truthy(query.get("allowWatchBookmarks")),
+            timeout=timeout,
+            send_initial_events=send_initial,
+        )
+
 
 def event_line(event: WatchEvent, resource: str, flt: ObjectFilter) -> bytes | None:
     """What one watcher sees of ``event``: its line, a selector-driven ADDED/DELETED, or nothing."""
     if event.resource != resource:
         return None
+    if flt.key:
+        return event.view(flt.key, lambda: _selected_line(event, flt))
+    return _selected_line(event, flt)
+
+
+def _selected_line(event: WatchEvent, flt: ObjectFilter) -> bytes | None:
     matches = flt.matches(event.obj)
     if event.type != "MODIFIED" or event.prev is None:
         return event.line() if matches else None

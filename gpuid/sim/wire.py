@@ -81,6 +81,11 @@ def kubeconfig(name: str, server: str, token: str, *, namespace: str) -> str:
     return KUBECONFIG.format(name=name, namespace=namespace, **quoted)
 
 
+def truthy(value: str | None) -> bool:
+    """Query booleans: kubernetes_asyncio sends ``True``, kubectl ``true``, some clients ``1``."""
+    return (value or "").lower() in ("true", "1")
+
+
 def status_object(code: int, message: str, reason: str | None = None) -> dict[str, object]:
     return {
         "kind": "Status",

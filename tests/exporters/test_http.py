@@ -1,0 +1,125 @@
+"""HTTP exporter against a real aiohttp server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from gpuid.config import load_settings
+from gpuid.delivery import Delivery
+from gpuid.errors import ConfigError, ExportError
+from gpuid.exporters.http import HttpExporter
+from gpuid.metrics import Metrics
+
+TOKEN = "tok-Sekr3t-42"
+
+
+class Collector:
+    """The receiving end: answers with ``status`` and keeps what it accepted."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.bodies: list[list[dict[str, Any]]] = []
+        self.headers: list[dict[str, str]] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if self.status != 200:
+            return web.Response(status=self.status, text="nope")
+        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+            return web.Response(status=401, text="bad token")
+        self.bodies.append(await request.json())
+        self.headers.append(dict(request.headers))
+        return web.Response(status=204)
+
+
+@pytest.fixture
+async def collector() -> AsyncIterator[tuple[Collector, str]]:
+    c = Collector()
+    app = web.Application()
+    app.router.add_post("/ingest", c.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield c, f"http://127.0.0.1:{port}/ingest"
+    finally:
+        await runner.cleanup()
+
+
+def exporter_for(url: str, token: str = TOKEN) -> HttpExporter:
+    env = {"CLUSTER_NAME": "t", "EXPORTER_TYPE": "http", "HTTP_ENDPOINT": url, "HTTP_AUTH_TOKEN": token}
+    return HttpExporter.from_settings(load_settings(env | {"HTTP_TIMEOUT": "2s"}))
+
+
+async def test_batch_is_a_json_array_with_every_field(collector: Any, make_reading: Any) -> None:
+    c, url = collector
+    exporter = exporter_for(url)
+    batch = [make_reading(n) for n in range(3)]
+    await exporter.open()
+    try:
+        await exporter.export(batch)
+    finally:
+        await exporter.close()
+    assert c.bodies == [[r.to_dict() for r in batch]]
+    assert c.headers[0]["Content-Type"] == "application/json"
+    assert len(c.headers[0]["Idempotency-Key"]) == 64
+    assert TOKEN not in repr(exporter.config)
+
+
+@pytest.mark.parametrize(("status", "transient"), [(401, False), (404, False), (429, True), (503, True)])
+async def test_status_decides_transient(
+    collector: Any, make_reading: Any, status: int, transient: bool
+) -> None:
+    c, url = collector
+    c.status = status
+    exporter = exporter_for(url)
+    await exporter.open()
+    try:
+        with pytest.raises(ExportError) as err:
+            await exporter.export([make_reading(1)])
+    finally:
+        await exporter.close()
+    assert err.value.transient is transient
+    assert str(status) in str(err.value)
+
+
+async def test_bad_token_dropped_as_permanent_and_never_logged(
+    collector: Any, make_reading: Any, running: Any, eventually: Any, delivery_settings: Any, log_output: Any
+) -> None:
+    _, url = collector
+    wrong = "tok-Wr0ng-77"
+    metrics = Metrics()
+    delivery = Delivery([exporter_for(url, wrong)], metrics, delivery_settings())
+    async with running(delivery):
+        delivery.submit([make_reading(1)])
+        await eventually(lambda: metrics.export_dropped.labels("http", "permanent")._value.get() == 1)
+    lines = log_output.getvalue().splitlines()
+    assert any("HTTP_AUTH_TOKEN" in json.loads(line).get("error", "") for line in lines)
+    assert wrong not in log_output.getvalue()
+    assert TOKEN not in log_output.getvalue()
+
+
+async def test_endpoint_down_is_transient(make_reading: Any) -> None:
+    exporter = exporter_for("http://127.0.0.1:9/ingest")
+    await exporter.open()
+    try:
+        with pytest.raises(ExportError) as err:
+            await exporter.export([make_reading(1)])
+    finally:
+        await exporter.close()
+    assert err.value.transient
+
+
+def test_config_errors_name_the_variable() -> None:
+    base = {"CLUSTER_NAME": "t", "EXPORTER_TYPE": "http"}
+    with pytest.raises(ConfigError, match="HTTP_ENDPOINT is required"):
+        HttpExporter.from_settings(load_settings(base))
+    with pytest.raises(ConfigError, match="HTTP_ENDPOINT") as err:
+        HttpExporter.from_settings(load_settings(base | {"HTTP_ENDPOINT": "https://u:hunter2@x.example/i"}))
+    assert "hunter2" not in str(err.value)

@@ -1,0 +1,65 @@
+"""The on-disk spool on its own: round trip, order, partial acks, budget, lock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpuid.errors import ConfigError
+from gpuid.spool import Spool, reading_from_dict
+
+
+def test_reading_round_trips_through_json(make_reading: Any) -> None:
+    for n in (1, 2):
+        r = make_reading(n)
+        assert reading_from_dict(r.to_dict()) == r
+
+
+def test_segments_survive_a_restart_in_order(make_reading: Any, tmp_path: Path) -> None:
+    spool = Spool(tmp_path, 1 << 20)
+    lane = spool.lane("pg")
+    assert lane.append([make_reading(1), make_reading(2)], loaded=True)
+    assert lane.append([make_reading(3)], loaded=False)
+    (lane.dir / "0000000000000099-1.tmp").write_text("half a write")
+    spool.close()
+
+    again = Spool(tmp_path, 1 << 20)
+    lane = again.lane("pg")
+    assert not list(lane.dir.glob("*.tmp"))
+    assert lane.unloaded_records == 3
+    assert again.used == lane.bytes > 0
+    got = lane.load_next() + lane.load_next()
+    assert [r.gpu_uuid for r in got] == [make_reading(n).gpu_uuid for n in (1, 2, 3)]
+    lane.ack(1)  # half of the first segment: it stays on disk
+    assert len(list(lane.dir.glob("*.jsonl"))) == 2
+    lane.ack(2)
+    assert not list(lane.dir.glob("*.jsonl"))
+    assert again.used == 0
+    assert lane.append([make_reading(4)], loaded=True)  # numbering continues after the old segments
+    again.close()
+
+
+def test_budget_is_shared_by_all_exporters(make_reading: Any, tmp_path: Path) -> None:
+    spool = Spool(tmp_path, 4096)
+    a, b = spool.lane("a"), spool.lane("b")
+    written = 0
+    while a.append([make_reading(written)], loaded=False):
+        written += 1
+    assert written > 0
+    assert not b.append([make_reading(0)], loaded=False)
+    spool.close()
+
+
+def test_one_process_per_spool_dir(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, 1 << 20)
+    with pytest.raises(ConfigError, match="in use"):
+        Spool(tmp_path, 1 << 20)
+    spool.close()
+
+
+def test_unusable_dir_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="SPOOL_DIR"):
+        Spool(tmp_path / "file" / "spool", 1 << 20)
