@@ -4,6 +4,9 @@ Everything runs in one asyncio loop under one root ``TaskGroup``; a task that
 dies takes the process down (Kubernetes restarts it) rather than leaving a
 half-working service. SIGTERM/SIGINT start an ordered shutdown: stop watching,
 let in-flight scans finish within the grace period, flush exporters, exit 0.
+With ``LEADER_ELECTION`` the pod watch and scanner (a ``ScanSession``) run only
+while this replica holds the Lease; the node directory, delivery and HTTP
+server always run, so followers serve health and metrics.
 """
 
 from __future__ import annotations
@@ -15,14 +18,18 @@ import signal
 import structlog
 
 from gpuid import __version__
-from gpuid.cluster import NodeDirectory, slim_pod
+from gpuid.cluster import NodeDirectory
 from gpuid.config import Settings
 from gpuid.delivery import Delivery
+from gpuid.errors import GpuidError
 from gpuid.exporters import build_exporters
 from gpuid.kube import KubeClients, connect
+from gpuid.leader import LeaderElector
+from gpuid.leasing import LeaderSettings, lease_api
 from gpuid.metrics import Metrics
 from gpuid.scanner import Scanner
 from gpuid.server import HealthServer
+from gpuid.session import ScanSession
 from gpuid.watch import Informer
 
 log = structlog.get_logger("gpuid.app")
@@ -35,7 +42,10 @@ class App:
         self.exporters = build_exporters(settings)  # bad config fails here, before any I/O
         self.delivery = Delivery.from_settings(self.exporters, self.metrics, settings)
         self.server = HealthServer(self.metrics, self.readiness, settings.server_port)
+        self.leader = LeaderSettings.from_settings(settings)
         self._stop = asyncio.Event()
+        self.elector: LeaderElector | None = None
+        self.session: ScanSession | None = None
         self.pods: Informer | None = None
         self.scanner: Scanner | None = None
 
@@ -43,11 +53,12 @@ class App:
         self._stop.set()
 
     def readiness(self) -> tuple[bool, str]:
-        if self.pods is None or not self.pods.synced.is_set():
+        following = self.elector is not None and not self.elector.is_leader
+        if not following and (self.pods is None or not self.pods.synced.is_set()):
             return False, "pod list not synced yet"
         if not self.delivery.healthy():
             return False, "an exporter is unhealthy"
-        return True, "ready"
+        return True, "standing by: another replica is the leader" if following else "ready"
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -67,62 +78,91 @@ class App:
                 port=self.server.port,
             )
             await self._serve(clients)
+            code = 0
+        except* GpuidError as group:  # a component gave up (e.g. 403 on the pod watch): exit, be restarted
+            for error in group.exceptions:
+                log.error("gpuid cannot go on", error=str(error), error_type=type(error).__name__)
+            code = 1
         finally:
             await self.server.stop()
             await clients.close()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
-        log.info("gpuid stopped")
-        return 0
+        log.info("gpuid stopped", exit_code=code)
+        return code
 
     async def _serve(self, clients: KubeClients) -> None:
-        w = self.settings.watch
-        node_selector = f"spec.nodeName={w.node_name}" if w.node_name else ""
-        nodes = NodeDirectory(clients.core.list_node, self.metrics, w.node_name)
-        self.scanner = scanner = Scanner(
-            self.settings.scan,
-            cluster=self.settings.cluster_name,
-            container=w.container,
-            core_ws=clients.core_ws,
-            nodes=nodes,
-            delivery=self.delivery,
-            metrics=self.metrics,
-        )
-        self.pods = pods = Informer(
-            "pod",
-            clients.core.list_namespaced_pod,
-            slim_pod,
-            scanner.on_pod_event,
-            self.metrics,
-            namespace=w.namespace,
-            label_selector=w.label_selector,
-            field_selector=node_selector,
-        )
+        nodes = NodeDirectory(clients.core.list_node, self.metrics, self.settings.watch.node_name)
         async with asyncio.TaskGroup() as tg:
             export_task = tg.create_task(self.delivery.run(), name="delivery")
-            watch_tasks = [
-                tg.create_task(pods.run(), name="watch-pods"),
-                tg.create_task(nodes.run(), name="watch-nodes"),
-            ]
-            scan_task = tg.create_task(scanner.run(), name="scanner")
-            # A task that fails makes the task group cancel this wait and raise its error.
-            await self._stop.wait()
-            log.info("shutting down", in_flight=scanner.in_flight)
-            for task in watch_tasks:
-                task.cancel()
-            scanner.close()
-            await self._finish_scans(scanner, scan_task)
+            nodes_task = tg.create_task(nodes.run(), name="watch-nodes")
+            # A task that fails makes the task group cancel what runs here and raise its error.
+            if self.leader.enabled:
+                await self._scan_while_leading(clients, nodes)
+            else:
+                await self._scan_until_stopped(clients, nodes)
+            nodes_task.cancel()
             export_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await export_task
+            await asyncio.wait([nodes_task, export_task])
             await self.delivery.drain(self.settings.shutdown_grace)
 
-    async def _finish_scans(self, scanner: Scanner, scan_task: asyncio.Task[None]) -> None:
-        """Let scans already running end within half the grace period, then cancel the workers."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.settings.shutdown_grace / 2):
-                await scanner.wait_idle()
-        scan_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await scan_task
+    def _new_session(
+        self, clients: KubeClients, nodes: NodeDirectory, inherited: dict[str, str]
+    ) -> ScanSession:
+        session = ScanSession(self.settings, clients, nodes, self.delivery, self.metrics, inherited=inherited)
+        self.session, self.pods, self.scanner = session, session.pods, session.scanner
+        return session
+
+    async def _scan_until_stopped(self, clients: KubeClients, nodes: NodeDirectory) -> None:
+        """No election (one replica, or per-node mode): one scan session for the whole run."""
+        self.metrics.leader.set(1)
+        session = self._new_session(clients, nodes, {})
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(session.run(), name="scan-session")
+            await self._stop.wait()
+            log.info("shutting down", in_flight=session.scanner.in_flight)
+            await session.stop(self.settings.shutdown_grace / 2)
+
+    async def _scan_while_leading(self, clients: KubeClients, nodes: NodeDirectory) -> None:
+        """Scan only while holding the Lease; release it on the way out."""
+        self.elector = elector = LeaderElector(
+            self.leader, lease_api(clients.rest, self.leader), self.metrics, self._checkpoint
+        )
+        try:
+            while await self._acquire_unless_stopped(elector):
+                session = self._new_session(clients, nodes, elector.inherited)
+                async with asyncio.TaskGroup() as tg:
+                    running = tg.create_task(session.run(), name="scan-session")
+                    held = tg.create_task(elector.hold(), name="leader-lease")
+                    stopping = tg.create_task(self._stop.wait(), name="stop-signal")
+                    await asyncio.wait([held, stopping], return_when=asyncio.FIRST_COMPLETED)
+                    if not held.done():  # shutting down: running scans may end while the Lease is renewed
+                        log.info("shutting down", in_flight=session.scanner.in_flight)
+                        ending = tg.create_task(
+                            session.stop(self.settings.shutdown_grace / 2), name="scan-session-stop"
+                        )
+                        await asyncio.wait([held, ending], return_when=asyncio.FIRST_COMPLETED)
+                        ending.cancel()
+                    if held.done():  # lost the Lease: stop scanning at once, before it can expire
+                        self.session = None  # its checkpoint must not be written under a new term
+                    for task in (running, held, stopping):
+                        task.cancel()
+        finally:
+            await elector.release()
+
+    async def _acquire_unless_stopped(self, elector: LeaderElector) -> bool:
+        """Wait to become the leader; False when gpuid is stopping first."""
+        if self._stop.is_set():
+            return False
+        async with asyncio.TaskGroup() as tg:
+            acquiring = tg.create_task(elector.acquire(), name="leader-acquire")
+            stopping = tg.create_task(self._stop.wait(), name="stop-signal")
+            await asyncio.wait([acquiring, stopping], return_when=asyncio.FIRST_COMPLETED)
+            acquiring.cancel()
+            stopping.cancel()
+        return elector.is_leader and not self._stop.is_set()
+
+    def _checkpoint(self) -> dict[str, str] | None:
+        """The scan checkpoint the Lease carries for a successor (see ``gpuid.handover``)."""
+        return self.session.progress.annotations() if self.session is not None else None

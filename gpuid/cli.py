@@ -14,9 +14,11 @@ import sys
 from collections.abc import Sequence
 
 from gpuid import __version__
-from gpuid.config import OPTIONS, Settings, load_settings
+from gpuid.config import Settings, load_settings
 from gpuid.errors import ConfigError
+from gpuid.inventory import add_inventory_parser, run_inventory
 from gpuid.log import configure_logging
+from gpuid.options import OPTIONS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,22 +45,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="watch the cluster and export records (the default)")
     demo = sub.add_parser("demo", help="run the real pipeline against a built-in simulated cluster and exit")
     demo.add_argument("--nodes", type=int, default=3, help="simulated GPU nodes (default 3)")
+    add_inventory_parser(sub)
     return parser
 
 
+def values_from(args: argparse.Namespace, environ: dict[str, str]) -> dict[str, str]:
+    """The environment with every flag given on the command line laid over it."""
+    flags = {o.env: v for o in OPTIONS if (v := getattr(args, o.env, None)) is not None}
+    return environ | flags
+
+
 def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings:
-    values = dict(environ)
-    for opt in OPTIONS:
-        flag_value = getattr(args, opt.env, None)
-        if flag_value is not None:
-            values[opt.env] = flag_value
-    return load_settings(values)
+    return load_settings(values_from(args, environ))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     environ = dict(os.environ)
     try:
+        if args.command == "inventory":  # reads PostgreSQL only: no CLUSTER_NAME needed
+            configure_logging("warning", "auto")
+            return asyncio.run(run_inventory(args, values_from(args, environ)))
         if args.command == "demo":
             from gpuid.demo import run_demo
 

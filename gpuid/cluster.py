@@ -8,6 +8,7 @@ watch, so no scan ever costs a node GET.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,8 @@ from gpuid.watch import Informer, ListFn
 
 log = structlog.get_logger("gpuid.cluster")
 DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
+BUG_REPORT_REQUEST = "gpuid.io/bug-report-request"
+BUG_REPORT_STATUS = "gpuid.io/bug-report-status"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +34,7 @@ class PodInfo:
     restarts: int
     containers: tuple[str, ...]
     default_container: str | None
+    resource_version: int = 0  # of this state; 0 when not an integer (the scan checkpoint ignores it)
 
     @property
     def source(self) -> str:
@@ -63,13 +67,21 @@ def slim_pod(obj: dict[str, Any]) -> PodInfo:
         restarts=sum(int(s.get("restartCount") or 0) for s in statuses),
         containers=tuple(c.get("name", "") for c in spec.get("containers") or ()),
         default_container=(meta.get("annotations") or {}).get(DEFAULT_CONTAINER_ANNOTATION),
+        resource_version=_int_rv(meta.get("resourceVersion")),
     )
+
+
+def _int_rv(value: object) -> int:
+    """etcd revisions are integers; anything else is treated as unknown (0)."""
+    return int(value) if isinstance(value, str) and value.isdigit() else 0
 
 
 @dataclass(frozen=True, slots=True)
 class NodeInfo:
     name: str
     machine: str | None
+    bug_report_request: str = ""  # the BUG_REPORT_REQUEST annotation (gpuid.bugreport)
+    bug_report_status: str = ""  # the BUG_REPORT_STATUS annotation
 
 
 def machine_of(provider_id: str | None) -> str | None:
@@ -79,8 +91,12 @@ def machine_of(provider_id: str | None) -> str | None:
 
 
 def slim_node(obj: dict[str, Any]) -> NodeInfo:
+    annotations = obj["metadata"].get("annotations") or {}
     return NodeInfo(
-        name=obj["metadata"]["name"], machine=machine_of((obj.get("spec") or {}).get("providerID"))
+        name=obj["metadata"]["name"],
+        machine=machine_of((obj.get("spec") or {}).get("providerID")),
+        bug_report_request=annotations.get(BUG_REPORT_REQUEST, ""),
+        bug_report_status=annotations.get(BUG_REPORT_STATUS, ""),
     )
 
 
@@ -94,12 +110,15 @@ class NodeDirectory:
             "node", list_nodes, slim_node, self._on_event, metrics, field_selector=selector
         )
         self.readable = True
+        self.listeners: list[Callable[[str, NodeInfo], None]] = []  # e.g. bug-report requests
 
     def _on_event(self, kind: str, node: NodeInfo) -> None:
         if kind == "DELETED":
             self._machines.pop(node.name, None)
         else:
             self._machines[node.name] = node.machine
+        for listener in self.listeners:
+            listener(kind, node)
 
     def machine(self, node: str) -> str | None:
         return self._machines.get(node)

@@ -1,17 +1,13 @@
 """Delivery: one bounded queue, batcher and retry loop per exporter.
 
-The watcher hands records to ``Delivery.submit`` and never waits on a backend.
-Each exporter drains its own lane, so a backend that is down only delays its
+The watcher hands records to ``Delivery.submit`` and never waits on a backend;
+each exporter drains its own lane, so a backend that is down only delays its
 own records. Transient failures are retried with capped, jittered backoff for
 as long as it takes; permanent ones (auth, missing bucket or table) drop the
-batch, counted and logged, because retrying them cannot help.
-
-Without a spool a full queue drops the *incoming* records (counted as
-``gpuid_export_dropped_total{reason="queue_full"}``). With ``SPOOL_DIR`` every
-record is written to disk first and only a window of it is held in memory,
-so nothing is dropped until ``SPOOL_MAX_BYTES`` is reached (``spool_full``),
-and whatever ``drain`` cannot deliver within the grace period is sent by the
-next process.
+batch, counted and logged. A full queue drops the incoming records, counted
+(``reason="queue_full"``) — unless ``SPOOL_DIR`` is set: then every record is
+written to disk first, memory holds a window of it, and what ``drain`` cannot
+deliver within the grace period is sent by the next process.
 """
 
 from __future__ import annotations
@@ -62,7 +58,8 @@ class Delivery:
     ) -> None:
         self._config = cfg = config or DeliverySettings()
         self._metrics = metrics
-        self._spool = Spool(cfg.spool_dir, cfg.spool_max_bytes) if cfg.spool_dir else None
+        segment = min(1000, cfg.queue_size)  # records per spool file
+        self._spool = Spool(cfg.spool_dir, cfg.spool_max_bytes, segment) if cfg.spool_dir else None
         self._lanes = [_Lane(e, self._spool.lane(e.name) if self._spool else None) for e in exporters]
         for lane in self._lanes:
             metrics.init_exporter(lane.name)
@@ -139,6 +136,10 @@ class Delivery:
         if lane.spool is not None:
             self._metrics.spool_bytes.labels(lane.name).set(lane.spool.bytes)
 
+    def _backoff(self) -> Backoff:
+        cap = self._config.retry_max_backoff
+        return Backoff(base=min(0.5, cap), cap=cap)
+
     async def run(self) -> None:
         """Run every lane until cancelled; backend failures never end it."""
         async with asyncio.TaskGroup() as tg:
@@ -152,7 +153,7 @@ class Delivery:
 
     async def _connect(self, lane: _Lane) -> None:
         """Open the backend at start-up so /readyz tells the truth before the first record."""
-        backoff = Backoff(base=min(0.5, self._config.retry_max_backoff), cap=self._config.retry_max_backoff)
+        backoff = self._backoff()
         while not lane.opened:
             try:
                 await lane.exporter.open()
@@ -183,7 +184,7 @@ class Delivery:
 
     async def _deliver(self, lane: _Lane, batch: list[GPUReading]) -> None:
         """Send ``batch`` until it is acknowledged or fails permanently."""
-        backoff = Backoff(base=min(0.5, self._config.retry_max_backoff), cap=self._config.retry_max_backoff)
+        backoff = self._backoff()
         while True:
             try:
                 if not lane.opened:
@@ -202,20 +203,13 @@ class Delivery:
                 return
             lane.healthy = False
             self._metrics.export_failure.labels(lane.name).inc()
+            delay, fields = backoff.next_delay(), {"exporter": lane.name, "error": str(error)}
             if not error.transient:
-                log.error(
-                    "export failed permanently, batch dropped",
-                    exporter=lane.name,
-                    records=len(batch),
-                    error=str(error),
-                )
+                log.error("export failed permanently, batch dropped", records=len(batch), **fields)
                 self._metrics.export_dropped.labels(lane.name, "permanent").inc(len(batch))
                 self._ack(lane, len(batch))
                 return
-            delay = backoff.next_delay()
-            log.warning(
-                "export failed, will retry", exporter=lane.name, error=str(error), retry_in=round(delay, 2)
-            )
+            log.warning("export failed, will retry", retry_in=round(delay, 2), **fields)
             await asyncio.sleep(delay)
 
     def _ack(self, lane: _Lane, count: int) -> None:
@@ -238,9 +232,8 @@ class Delivery:
             if self._spool is not None:
                 log.warning("shutdown grace ran out, records stay spooled for the next start", records=left)
             else:
-                for lane in self._lanes:
-                    if lane.pending:
-                        self._metrics.export_dropped.labels(lane.name, "shutdown").inc(len(lane.pending))
+                for name, count in left.items():
+                    self._metrics.export_dropped.labels(name, "shutdown").inc(count)
                 log.error("shutdown grace ran out, records dropped", records=left)
         finally:
             for lane in self._lanes:

@@ -14,6 +14,7 @@ from gpuid import __version__
 SCAN_RESULTS = ("success", "exec_error", "parse_error", "timeout")
 EXEC_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 EXPORT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BUG_REPORT_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 
 class Metrics:
@@ -53,6 +54,45 @@ class Metrics:
         )
         self.spool_bytes = Gauge(
             "gpuid_spool_bytes", "Bytes waiting in the on-disk spool", ["exporter"], registry=r
+        )
+        # --- scale: leader election and node labels ---
+        self.leader = Gauge("gpuid_leader", "1 while this replica scans (holds the Lease)", registry=r)
+        self.leader_transitions = Counter(
+            "gpuid_leader_transitions_total",
+            "Leadership changes of this replica by event (acquired, lost, released)",
+            ["event"],
+            registry=r,
+        )
+        self.lease_errors = Counter(
+            "gpuid_lease_errors_total", "Failed Lease requests by operation", ["operation"], registry=r
+        )
+        self.node_labels = Counter(
+            "gpuid_node_label_updates_total",
+            "Node label updates by result (patched, unchanged, forbidden, invalid, error)",
+            ["result"],
+            registry=r,
+        )
+        # --- bug reports (gpuid.bugreport) ---
+        self.bug_reports = Counter(
+            "gpuid_bug_reports_total",
+            "Bug-report collections by trigger (request, failure, schedule, api) and result",
+            ["trigger", "result"],
+            registry=r,
+        )
+        self.bug_report_duration = Histogram(
+            "gpuid_bug_report_duration_seconds",
+            "Time of one bug-report collection: script, checksum, download, store",
+            buckets=BUG_REPORT_BUCKETS,
+            registry=r,
+        )
+        self.bug_report_bytes = Counter(
+            "gpuid_bug_report_bytes_total", "Bytes of verified bug reports stored", registry=r
+        )
+        self.bug_report_errors = Counter(
+            "gpuid_bug_report_errors_total",
+            "Side failures of bug reports by stage (status, cleanup, api)",
+            ["stage"],
+            registry=r,
         )
         for result in SCAN_RESULTS:
             self.scans.labels(result)

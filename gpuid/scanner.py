@@ -10,6 +10,7 @@ retried with capped backoff while the pod exists; deleted pods are forgotten.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -19,11 +20,13 @@ from gpuid.config import ScanSettings
 from gpuid.delivery import Delivery
 from gpuid.errors import ExecError, ParseError
 from gpuid.metrics import Metrics
-from gpuid.records import readings_from_report
+from gpuid.records import GPUReading, SmiReport, readings_from_report
 from gpuid.retry import Backoff
 from gpuid.smiread import read_gpus
 
 log = structlog.get_logger("gpuid.scanner")
+OnScanned = Callable[[PodInfo, Sequence[GPUReading]], None]
+Fallback = Callable[[PodInfo, ExecError], Awaitable[tuple[PodInfo, str] | None]]
 
 
 @dataclass
@@ -46,8 +49,10 @@ class Scanner:
         nodes: NodeDirectory,
         delivery: Delivery,
         metrics: Metrics,
+        on_scanned: OnScanned | None = None,
     ) -> None:
         self._settings = settings
+        self._on_scanned = on_scanned  # after each successful scan (node labels, leader checkpoint)
         self._cluster = cluster
         self._container = container
         self._core_ws = core_ws
@@ -61,6 +66,11 @@ class Scanner:
         self._idle = asyncio.Event()
         self._idle.set()
         self._closing = False
+        # Driver-pod hooks (gpuid.bugreport_wiring): the container to exec into, where else to read a
+        # node whose pod lacks nvidia-smi (SCAN_SOURCE=auto), who hears of failed nvidia-smi runs.
+        self.container_of: Callable[[PodInfo], str | None] = lambda pod: pod.container_for(container)
+        self.fallback: Fallback | None = None
+        self.on_failure: Callable[[PodInfo, ExecError], None] | None = None
 
     def on_pod_event(self, kind: str, pod: PodInfo) -> None:
         """Informer callback: track the pod, queue a scan when it becomes due."""
@@ -75,6 +85,12 @@ class Scanner:
         if pod.ready and state.scanned_restarts != pod.restarts and not state.queued and state.retry is None:
             state.queued = True
             self._queue.put_nowait(pod.uid)
+
+    def mark_scanned(self, pod: PodInfo) -> None:
+        """Track ``pod`` as scanned at its restart count (a previous leader scanned it)."""
+        state = self._pods.setdefault(pod.uid, _PodState(pod))
+        state.pod, state.scanned_restarts = pod, pod.restarts
+        self._metrics.pods_tracked.set(len(self._pods))
 
     def _forget(self, uid: str) -> None:
         state = self._pods.pop(uid, None)
@@ -123,19 +139,19 @@ class Scanner:
                     self._idle.set()
 
     async def _scan(self, state: _PodState) -> None:
-        pod = state.pod
+        pod = source = state.pod
         result, error = "success", ""
         try:
-            container = pod.container_for(self._container)
+            container = self.container_of(pod)
             if container is None:
                 raise ExecError(
                     "pod has several containers and none is named: set CONTAINER", transient=False
                 )
-            report = await read_gpus(
-                self._core_ws, pod, container, self._settings, self._metrics, on_duplicate=self._duplicate
-            )
+            source, report = await self._read(pod, container)
         except ExecError as e:
             result, error = ("timeout" if e.timed_out else "exec_error"), str(e)
+            if self.on_failure is not None:
+                self.on_failure(pod, e)
         except ParseError as e:
             result, error = "parse_error", str(e)
         self._metrics.scans.labels(result).inc()
@@ -147,8 +163,8 @@ class Scanner:
             cluster=self._cluster,
             node=pod.node,
             machine=self._nodes.machine(pod.node),
-            source=pod.source,
-            pod_uid=pod.uid,
+            source=source.source,
+            pod_uid=source.uid,
         )
         self._delivery.submit(readings)  # true when observed, even if the pod is deleted by now
         state.scanned_restarts = pod.restarts
@@ -157,6 +173,24 @@ class Scanner:
             self._gpus[pod.uid] = len(readings)
             self._metrics.gpus_observed.set(sum(self._gpus.values()))
         log.info("pod scanned", node=pod.node, pod=pod.source, gpus=len(readings))
+        if self._on_scanned is not None:
+            self._on_scanned(pod, readings)
+
+    async def _read(self, pod: PodInfo, container: str) -> tuple[PodInfo, SmiReport]:
+        """The pod that answered and its report: ``pod``, or what ``fallback`` offers instead."""
+        try:
+            return pod, await read_gpus(
+                self._core_ws, pod, container, self._settings, self._metrics, on_duplicate=self._duplicate
+            )
+        except ExecError as e:
+            other = await self.fallback(pod, e) if self.fallback is not None else None
+            if other is None:
+                raise
+        driver, where = other
+        report = await read_gpus(
+            self._core_ws, driver, where, self._settings, self._metrics, on_duplicate=self._duplicate
+        )
+        return driver, report
 
     def _duplicate(self, pod: PodInfo, uuid: str) -> None:
         self._metrics.duplicate_uuids.inc()

@@ -9,8 +9,9 @@ import sys
 import pytest
 
 from gpuid.cli import main
-from gpuid.config import OPTIONS, load_settings, parse_duration
+from gpuid.config import load_settings, parse_duration
 from gpuid.errors import ConfigError
+from gpuid.options import OPTIONS
 
 
 def test_defaults_match_the_documented_ones() -> None:

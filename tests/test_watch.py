@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from gpuid.app import App
+from gpuid.config import load_settings
+
 from .conftest import Sim, running_app, wait_for
 from .test_pipeline import GB200, add_gpu_node
 
@@ -51,3 +54,18 @@ async def test_per_node_mode_only_sees_its_own_node(sim: Sim) -> None:
         assert {r.node for r in run.memory.records} == {"mine"}
         assert run.memory.records[0].machine is not None
         assert sim.cluster.request_counts["exec"] == 1
+
+
+async def test_forbidden_pod_watch_stops_gpuid_with_exit_1(sim: Sim) -> None:
+    sim.cluster.fail_requests(1, status=403, path_contains="/pods")
+    app = App(
+        load_settings(
+            {
+                "CLUSTER_NAME": "t",
+                "KUBECONFIG": str(sim.kubeconfig),
+                "EXPORTER_TYPE": "memory",
+                "SERVER_PORT": "0",
+            }
+        )
+    )
+    assert await app.run() == 1  # permanent: not retried forever, the pod restarts with a clear log line

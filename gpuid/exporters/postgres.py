@@ -103,7 +103,7 @@ class PostgresExporter:
             pool = await asyncpg.create_pool(
                 min_size=1, max_size=cfg.pool_size, command_timeout=cfg.timeout, **connect_kwargs(cfg)
             )
-        except Exception as e:
+        except Exception as e:  # "from None": the library's error may quote the DSN
             raise postgres_error(e, cfg) from None
         try:
             async with pool.acquire(timeout=cfg.timeout) as conn:
@@ -112,10 +112,11 @@ class PostgresExporter:
                         log.info("postgres schema migrated", versions=applied, schema=cfg.schema)
                 else:
                     await check_schema(conn, self.tables)
-        except BaseException as e:
+        except Exception as e:
             pool.terminate()
-            if isinstance(e, Exception):
-                raise postgres_error(e, cfg) from None
+            raise postgres_error(e, cfg) from None
+        except BaseException:  # cancelled while connecting: leave no connection behind
+            pool.terminate()
             raise
         self._pool = pool
         log.info("postgres connected", target=cfg.target, schema=cfg.schema)

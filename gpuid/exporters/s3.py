@@ -154,7 +154,10 @@ class S3Exporter:
             raise ExportError("s3: not connected", transient=True)
         if not batch:
             return
-        args = self.put_args(batch)
+        try:
+            args = self.put_args(batch)
+        except ValueError as e:  # a record whose observed_at is not RFC 3339: retrying cannot help
+            raise ExportError(f"s3: cannot name the object: {e}", transient=False) from e
         try:
             await self._client.put_object(**args)
         except Exception as e:

@@ -3,7 +3,7 @@
 ``config.load_settings`` keeps the raw variables in ``Settings.env``; each
 exporter parses only its own group here, when it is selected, so a missing
 ``S3_BUCKET`` only matters to someone who asked for S3. Everything is read
-through ``Env`` (one place, defaults from ``config.OPTIONS``), validated up
+through ``Env`` (one place, defaults from ``options.OPTIONS``), validated up
 front, and errors name the variable. Secrets are ``repr=False`` and never
 echoed in an error message.
 """

@@ -6,8 +6,8 @@ same paths, query parameters, status codes and bodies as a real API server
 for the calls gpuid makes (list/watch/get pods and nodes, exec), checks the
 bearer token, counts requests for load benchmarks and applies the cluster's
 injected failures, and writes a kubeconfig so the unmodified client can be
-pointed at it. Leases (``coordination.k8s.io/v1``) and node PATCH are meant
-to join the route table below when leader election and annotations need them.
+pointed at it. Node PATCH (labels, annotations) lives in ``nodepatch.py`` and
+``coordination.k8s.io/v1`` Leases (leader election) in ``leases.py``.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from types import TracebackType
 from aiohttp import WSCloseCode, web
 from aiohttp.typedefs import Handler
 
-from gpuid.sim import wire
+from gpuid.sim import leases, wire
 from gpuid.sim.cluster import SimCluster
 from gpuid.sim.execsim import handle_exec
 from gpuid.sim.filters import ObjectFilter, SelectorError
+from gpuid.sim.nodepatch import handle_node_patch
 from gpuid.sim.watchstream import WatchRequest, serve_watch
 
 NAME = "gpuid-sim"
@@ -67,8 +68,8 @@ class SimApiServer:
         route("*", "/api/v1/namespaces/{namespace}/pods/{name}/exec", self._exec, name="exec")
         route("GET", "/api/v1/nodes", self._list, name="list.nodes")
         route("GET", "/api/v1/nodes/{name}", self._get, name="get.node")
-        # Later: GET/PUT/POST /apis/coordination.k8s.io/v1/namespaces/{namespace}/leases[/{name}]
-        # ("get lease", …) and PATCH /api/v1/nodes/{name}, both backed by SimCluster resources.
+        route("PATCH", "/api/v1/nodes/{name}", self._patch_node, name="patch.node")
+        leases.add_routes(app, self.cluster)  # coordination.k8s.io/v1 Leases for leader election
         return app
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -169,6 +170,9 @@ class SimApiServer:
         if current is None:
             return wire.not_found(resource, name)
         return web.Response(body=current.object_json(), content_type=wire.JSON)
+
+    async def _patch_node(self, request: web.Request) -> web.Response:
+        return await handle_node_patch(request, self.cluster)
 
     async def _exec(self, request: web.Request) -> web.StreamResponse:
         if request.method not in ("GET", "POST"):

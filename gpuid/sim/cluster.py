@@ -19,6 +19,7 @@ from gpuid.sim.captures import Capture, bundled_capture
 from gpuid.sim.events import EventLog, Obj, WatchEvent, clone
 from gpuid.sim.faults import FaultControls
 from gpuid.sim.filters import ObjectFilter
+from gpuid.sim.podfs import PodFiles
 
 Key = tuple[str, str]  # (namespace, name); namespace is "" for cluster-scoped objects
 DEFAULT_NAMESPACE = "gpu-operator"
@@ -36,6 +37,7 @@ class SimCluster(FaultControls):
         self._pods_by_node: dict[str, dict[Key, None]] = {}
         self._node_capture: dict[str, str | None] = {}
         self._captures: dict[str, Capture] = {}
+        self.pod_files = PodFiles()  # files inside pods (bug reports), on the host disk
 
     # -- captures ---------------------------------------------------------------------------------
     def add_capture(self, name: str, xml: bytes, listing: bytes | None = None) -> None:
@@ -149,6 +151,22 @@ class SimCluster(FaultControls):
         node = self._current("pods", key).obj["spec"]["nodeName"]
         self._delete("pods", key)
         self._pods_by_node.get(node, {}).pop(key, None)
+
+    # -- writes for the API server (node PATCH, leases) ------------------------------------------
+    def create_object(self, resource: str, namespace: str, name: str, obj: Obj) -> Obj:
+        """Store a new object (one ADDED event); ValueError if it exists. Returns a copy."""
+        self._store.setdefault(resource, {})
+        return self._add(resource, (namespace, name), obj)
+
+    def replace_object(self, resource: str, namespace: str, name: str, obj: Obj) -> Obj:
+        """Store ``obj`` as the new state of an existing object (one MODIFIED event); returns a copy."""
+        return self._modify(resource, (namespace, name), obj)
+
+    def delete_object(self, resource: str, namespace: str, name: str) -> None:
+        """Remove an object that is not a pod or node (those have their own bookkeeping)."""
+        if resource in ("pods", "nodes"):
+            raise ValueError(f"use delete_pod/delete_node for {resource}")
+        self._delete(resource, (namespace, name))
 
     # -- reads for the API server ---------------------------------------------------------------
     @property

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import MutableSet, Sequence
 
 from aiohttp import WSCloseCode, web
@@ -66,8 +67,14 @@ async def handle_exec(
     if isinstance(checked, web.Response):
         return checked
     node, argv = checked
-    behaviour = cluster.exec_behaviour(request.match_info["namespace"], request.match_info["name"])
-    result = run_command(argv, cluster.capture_for_node(node), missing_smi=behaviour.missing_smi)
+    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    behaviour = cluster.exec_behaviour(namespace, name)
+    result = run_command(
+        argv,
+        cluster.capture_for_node(node),
+        missing_smi=behaviour.missing_smi,
+        programs=cluster.pod_files.programs(namespace, name),
+    )
     ws = web.WebSocketResponse(protocols=(EXEC_PROTOCOL,), compress=False, timeout=2.0)
     await ws.prepare(request)
     sockets.add(ws)
@@ -92,6 +99,15 @@ async def _send(ws: web.WebSocketResponse, channel: int, data: bytes) -> None:
         await ws.send_bytes(prefix + data[start : start + CHUNK_BYTES])
 
 
+async def _send_file(ws: web.WebSocketResponse, path: str, limit: int | None) -> None:
+    """Stream a host file as stdout a chunk at a time (``send_bytes`` waits while the client is slow)."""
+    left = math.inf if limit is None else limit
+    with open(path, "rb") as f:  # noqa: ASYNC230 - local 32 KiB reads; the sim stays simple
+        while left > 0 and (chunk := f.read(int(min(CHUNK_BYTES, left)))):
+            left -= len(chunk)
+            await ws.send_bytes(bytes([STDOUT]) + chunk)
+
+
 async def _converse(
     ws: web.WebSocketResponse, argv: Sequence[str], result: ShellResult, behaviour: ExecBehaviour
 ) -> None:
@@ -112,6 +128,14 @@ async def _converse(
         stdout = result.stdout if behaviour.stdout is None else behaviour.stdout
         exit_code = behaviour.exit_code or result.exit_code
         await _send(ws, STDOUT, stdout)
+        if result.stream_file is not None:
+            await _send_file(ws, result.stream_file, result.stream_limit)
         await _send(ws, STDERR, result.stderr + behaviour.stderr)
+        if result.runtime > 0:  # the program is still running: its status comes later, or never
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(None if math.isinf(result.runtime) else result.runtime):
+                    await _until_client_leaves(ws)
+            if ws.closed:
+                return
         await ws.send_bytes(bytes([STATUS]) + wire.exec_status(argv, exit_code))
     await ws.close(code=WSCloseCode.OK)

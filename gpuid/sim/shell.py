@@ -8,7 +8,9 @@ prefixes, ``echo``, ``true``, ``false``, ``exit N`` and ``nvidia-smi`` with
 ``-q -x`` or ``-L``. Anything else is "not found" with exit 127, which is
 what dash prints. A bare argv whose program does not exist is different on
 a real cluster: the runtime cannot start it, and the kubelet reports an
-``InternalError`` Status with no exit code; that is simulated too.
+``InternalError`` Status with no exit code; that is simulated too. Other
+programs (the per-pod files of ``gpuid.sim.podfs``) plug in as a hook; a
+program may hand back a file to stream and a run time instead of bytes.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from __future__ import annotations
 import os
 import re
 import shlex
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 from gpuid.sim.captures import Capture
 
@@ -40,6 +42,14 @@ class ShellResult:
     stderr: bytes = b""
     exit_code: int = 0
     start_error: str | None = None  # set when the runtime could not start the program at all
+    stream_file: str | None = None  # host file whose bytes follow ``stdout``, streamed in chunks
+    stream_limit: int | None = None  # stream only this many bytes of ``stream_file``
+    runtime: float = 0.0  # seconds before the program exits (after its output); math.inf = never
+
+
+# Programs beyond the built-in ones (e.g. the per-pod files of gpuid.sim.podfs):
+# (program, args) -> result, or None when the hook does not know the program.
+ProgramHook = Callable[[str, list[str]], ShellResult | None]
 
 
 def _strip_prefixes(words: list[str]) -> list[str]:
@@ -73,12 +83,16 @@ def _nvidia_smi(args: Sequence[str], capture: Capture | None) -> ShellResult:
     return ShellResult(stderr=BAD_ARGS, exit_code=2)
 
 
-def run_simple(words: list[str], capture: Capture | None, *, missing_smi: bool) -> ShellResult | None:
+def run_simple(
+    words: list[str], capture: Capture | None, *, missing_smi: bool, programs: ProgramHook | None = None
+) -> ShellResult | None:
     """Run one simple command; None when the program does not exist in this container."""
     words = _strip_prefixes(words)
     if not words:
         return ShellResult()
     program, args = os.path.basename(words[0]), words[1:]
+    if programs is not None and (hooked := programs(program, args)) is not None:
+        return hooked
     if program == "nvidia-smi" and not missing_smi:
         return _nvidia_smi(args, capture)
     if program in ("true", ":", "export", "cd", "set"):
@@ -105,26 +119,30 @@ def _tokens(script: str) -> list[str]:
     return list(lexer)
 
 
-def _run_redirected(words: list[str], capture: Capture | None, *, missing_smi: bool) -> ShellResult:
+def _run_redirected(
+    words: list[str], capture: Capture | None, *, missing_smi: bool, programs: ProgramHook | None
+) -> ShellResult:
     redirects = [w.removeprefix("@redirect:") for w in words if w.startswith("@redirect:")]
     words = [w for w in words if not w.startswith("@redirect:")]
-    result = run_simple(words, capture, missing_smi=missing_smi)
+    result = run_simple(words, capture, missing_smi=missing_smi, programs=programs)
     if result is None:
         result = ShellResult(stderr=f"sh: 1: {words[0]}: not found\n".encode(), exit_code=127)
     out, err = result.stdout, result.stderr
     for redirect in redirects:
         if redirect == "1:/dev/null":
-            out = b""
+            out, result = b"", replace(result, stream_file=None)
         elif redirect == "2:/dev/null":
             err = b""
         elif redirect == "2:fd1":
             out, err = out + err, b""
         elif redirect == "1:fd2":
             out, err = b"", err + out
-    return ShellResult(out, err, result.exit_code)
+    return replace(result, stdout=out, stderr=err)
 
 
-def run_script(script: str, capture: Capture | None, *, missing_smi: bool = False) -> ShellResult:
+def run_script(
+    script: str, capture: Capture | None, *, missing_smi: bool = False, programs: ProgramHook | None = None
+) -> ShellResult:
     """Run ``sh -c script``: simple commands joined by ``;``, ``&&`` and ``||``."""
     try:
         tokens = _tokens(script)
@@ -141,17 +159,25 @@ def run_script(script: str, capture: Capture | None, *, missing_smi: bool = Fals
         if words and (pending_op == ";" or (pending_op == "&&") == (code == 0)):
             if words[0] == "exit":
                 return ShellResult(stdout, stderr, int(words[1]) if len(words) > 1 else code)
-            result = _run_redirected(words, capture, missing_smi=missing_smi)
+            result = _run_redirected(words, capture, missing_smi=missing_smi, programs=programs)
+            if result.stream_file or result.runtime:  # a long-running program ends the simulation here
+                return replace(result, stdout=stdout + result.stdout, stderr=stderr + result.stderr)
             stdout, stderr, code = stdout + result.stdout, stderr + result.stderr, result.exit_code
         words, pending_op = [], token if token in ("&&", "||") else ";"
     return ShellResult(stdout, stderr, code)
 
 
-def run_command(argv: Sequence[str], capture: Capture | None, *, missing_smi: bool = False) -> ShellResult:
+def run_command(
+    argv: Sequence[str],
+    capture: Capture | None,
+    *,
+    missing_smi: bool = False,
+    programs: ProgramHook | None = None,
+) -> ShellResult:
     """Run an exec ``command`` list the way the container runtime would."""
     if len(argv) >= 3 and os.path.basename(argv[0]) in SHELLS and argv[1] == "-c":
-        return run_script(argv[2], capture, missing_smi=missing_smi)
-    result = run_simple(list(argv), capture, missing_smi=missing_smi) if argv else None
+        return run_script(argv[2], capture, missing_smi=missing_smi, programs=programs)
+    result = run_simple(list(argv), capture, missing_smi=missing_smi, programs=programs) if argv else None
     if result is None:
         program = argv[0] if argv else ""
         return ShellResult(

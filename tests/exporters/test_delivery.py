@@ -228,12 +228,13 @@ async def test_drain_without_spool_counts_what_is_lost(
 async def test_unreadable_spool_segment_is_set_aside(
     make_reading: Any, running: Any, eventually: Any, delivery_settings: Any, tmp_path: Path
 ) -> None:
-    settings = delivery_settings(spool_dir=tmp_path)
+    settings = delivery_settings(spool_dir=tmp_path, queue_size=1, batch_size=1)  # one record per segment
     first = Delivery([Backend()], Metrics(), settings)
     first.submit([make_reading(1)])
     first.submit([make_reading(2)])
     first._spool.close()  # type: ignore[union-attr]  # a process that died without draining
     segments = sorted((tmp_path / "mem").glob("*.jsonl"))
+    assert len(segments) == 2
     segments[0].write_text("not json\n{}\n")
     backend, metrics = Backend(), Metrics()
     second = Delivery([backend], metrics, settings)

@@ -120,4 +120,3 @@ async def test_bad_settings_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     code, _ = await run({"POSTGRES_PORT": "x"}, "node", "n")
     assert code == 2
     assert "POSTGRES_PORT" in capsys.readouterr().err
-

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from gpuid.config import OPTIONS, Env, load_settings
+from gpuid.config import Env, load_settings
 from gpuid.errors import ConfigError
 from gpuid.exporters import REGISTRY, build_exporters
 from gpuid.exporters.settings import DeliverySettings, PostgresSettings, S3Settings
+from gpuid.options import OPTIONS
 
 BASE = {"CLUSTER_NAME": "t"}
 

@@ -22,12 +22,12 @@ def test_segments_survive_a_restart_in_order(make_reading: Any, tmp_path: Path) 
     lane = spool.lane("pg")
     assert lane.append([make_reading(1), make_reading(2)], loaded=True)
     assert lane.append([make_reading(3)], loaded=False)
-    (lane.dir / "0000000000000099-1.tmp").write_text("half a write")
     spool.close()
+    with (lane.dir / "0000000000000001.jsonl").open("ab") as torn:
+        torn.write(b'{"cluster": "half a li')  # the process died mid-write
 
     again = Spool(tmp_path, 1 << 20)
     lane = again.lane("pg")
-    assert not list(lane.dir.glob("*.tmp"))
     assert lane.unloaded_records == 3
     assert again.used == lane.bytes > 0
     got = lane.load_next() + lane.load_next()
@@ -37,8 +37,21 @@ def test_segments_survive_a_restart_in_order(make_reading: Any, tmp_path: Path) 
     lane.ack(2)
     assert not list(lane.dir.glob("*.jsonl"))
     assert again.used == 0
-    assert lane.append([make_reading(4)], loaded=True)  # numbering continues after the old segments
+    assert lane.append([make_reading(4)], loaded=True)
+    assert [p.name for p in lane.dir.glob("*.jsonl")] == ["0000000000000002.jsonl"]  # numbering goes on
     again.close()
+
+
+def test_appends_share_a_segment_until_it_rolls(make_reading: Any, tmp_path: Path) -> None:
+    spool = Spool(tmp_path, 1 << 20, segment_records=4)
+    lane = spool.lane("pg")
+    for n in range(10):
+        assert lane.append([make_reading(n)], loaded=True)
+    assert len(list(lane.dir.glob("*.jsonl"))) == 3  # 4 + 4 + 2
+    lane.ack(10)
+    assert not list(lane.dir.glob("*.jsonl"))
+    assert lane.bytes == spool.used == 0
+    spool.close()
 
 
 def test_budget_is_shared_by_all_exporters(make_reading: Any, tmp_path: Path) -> None:

@@ -1,0 +1,121 @@
+"""Bug reports to S3: a multipart upload fed straight from the exec stream.
+
+Key ``<S3_PREFIX>/bug-reports/<cluster>/<node>/<file name>`` in the S3
+exporter's bucket, with the SHA-256 and size the pod computed in the object
+metadata. Memory stays at one 5 MiB part (S3's minimum) however big the
+report is. An upload that fails or is abandoned is aborted, so no
+half-uploaded parts linger (they would cost storage until a lifecycle rule
+removed them). aioboto3 is imported only when S3 is actually used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from gpuid import __version__
+from gpuid.bugreport_sinks import ReportWriter
+from gpuid.errors import ExportError
+from gpuid.exporters.settings import S3Settings
+
+PART_BYTES = 5 * 1024 * 1024  # S3's minimum part size (all parts but the last)
+
+
+class S3Destination:
+    name = "s3"
+
+    def __init__(self, settings: S3Settings, cluster: str) -> None:
+        self.settings = settings
+        self.cluster = cluster
+
+    def key(self, node: str, file_name: str) -> str:
+        parts = (self.settings.prefix, "bug-reports", self.cluster, node, file_name)
+        return "/".join(p for p in parts if p)
+
+    async def open(self, node: str, file_name: str, *, size: int, sha256: str) -> ReportWriter:
+        import aioboto3
+        from botocore.config import Config  # type: ignore[import-untyped]
+
+        cfg = self.settings
+        config = Config(
+            connect_timeout=cfg.timeout,
+            read_timeout=cfg.timeout,
+            retries={"mode": "standard", "max_attempts": 3},
+            s3={"addressing_style": "path" if cfg.force_path_style else "auto"},
+            request_checksum_calculation="when_required",  # S3-compatible stores differ on CRC32 parts
+        )
+        stack = contextlib.AsyncExitStack()
+        client = aioboto3.Session().client(
+            "s3", region_name=cfg.region, endpoint_url=cfg.endpoint_url, config=config
+        )
+        key = self.key(node, file_name)
+        args: dict[str, Any] = {
+            "Bucket": cfg.bucket,
+            "Key": key,
+            "ContentType": "application/gzip",
+            "Metadata": {"sha256": sha256, "size": str(size), "node": node, "gpuid-version": __version__},
+        }
+        if cfg.sse:
+            args["ServerSideEncryption"] = cfg.sse
+            if cfg.sse_kms_key_id:
+                args["SSEKMSKeyId"] = cfg.sse_kms_key_id
+        try:
+            s3 = await stack.enter_async_context(client)
+            upload = await s3.create_multipart_upload(**args)
+        except Exception as e:
+            await stack.aclose()
+            raise _error(e, cfg.bucket) from None
+        return _S3Writer(s3, stack, cfg.bucket, key, upload["UploadId"])
+
+
+def _error(e: Exception, bucket: str) -> ExportError:
+    from gpuid.exporters.s3 import s3_error
+
+    return s3_error(e, bucket)
+
+
+class _S3Writer:
+    def __init__(self, s3: Any, stack: contextlib.AsyncExitStack, bucket: str, key: str, upload: str) -> None:
+        self._s3 = s3
+        self._stack = stack
+        self._target = {"Bucket": bucket, "Key": key, "UploadId": upload}
+        self._parts: list[dict[str, Any]] = []
+        self._buffer = bytearray()
+        self._done = False
+        self.location = f"s3://{bucket}/{key}"
+
+    async def write(self, chunk: bytes) -> None:
+        self._buffer += chunk
+        if len(self._buffer) >= PART_BYTES:
+            await self._upload_part()
+
+    async def _upload_part(self) -> None:
+        body, self._buffer = bytes(self._buffer), bytearray()
+        number = len(self._parts) + 1
+        try:
+            answer = await self._s3.upload_part(Body=body, PartNumber=number, **self._target)
+        except Exception as e:
+            raise _error(e, self._target["Bucket"]) from None
+        self._parts.append({"ETag": answer["ETag"], "PartNumber": number})
+
+    async def commit(self) -> None:
+        if self._buffer or not self._parts:
+            await self._upload_part()  # the last part may be smaller than PART_BYTES
+        try:
+            await self._s3.complete_multipart_upload(MultipartUpload={"Parts": self._parts}, **self._target)
+        except Exception as e:
+            raise _error(e, self._target["Bucket"]) from None
+        self._done = True
+        await self._stack.aclose()
+
+    async def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._buffer = bytearray()
+        try:
+            await self._s3.abort_multipart_upload(**self._target)
+        except Exception as e:
+            raise _error(e, self._target["Bucket"]) from None
+        finally:
+            await self._stack.aclose()

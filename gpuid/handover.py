@@ -1,0 +1,99 @@
+"""What a leader has scanned, summarised so its successor does not scan it again.
+
+When a leader dies mid-sweep the follower must finish the sweep, not redo
+it: 5,000 duplicate exports would be wrong and slow. The leader therefore
+keeps one number, the *scan checkpoint*: the highest pod resourceVersion
+``W`` such that every pod state with ``resourceVersion <= W`` that was due
+for a scan (ready, not scanned at its restart count) has been scanned *and
+its records acknowledged by every exporter* — a record still in memory dies
+with the leader, so its pod must be scanned again. ``W`` is the rv just below
+the oldest due-but-undelivered pod, or the newest pod rv seen when there is
+none. It rides on every Lease renewal as an annotation (no extra request).
+A successor trusts a ready pod whose current rv is ``<= W``: that state was
+seen, scanned and delivered by its predecessor. So only records delivered
+since the last renewal (the in-flight batch), and pods behind a failing one,
+are exported twice; none is ever skipped. Deliveries are tracked by count:
+each lane is a FIFO, so a pod's records are acknowledged once the records
+still waiting are fewer than those submitted after it. The watch scope is
+stored with ``W``, and a checkpoint for another scope is ignored.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Mapping
+
+from gpuid.cluster import PodInfo
+
+CHECKPOINT_KEY = "gpuid.io/scanned-through"
+SCOPE_KEY = "gpuid.io/scan-scope"
+
+
+class ScanProgress:
+    """The checkpoint this replica can vouch for, and the one it inherited."""
+
+    def __init__(self, scope: str, inherited: Mapping[str, str], backlog: Callable[[], int]) -> None:
+        self.scope = scope
+        self._backlog = backlog  # records not yet acknowledged by the slowest exporter
+        self._submitted = 0  # records this term has handed to delivery
+        self._undelivered: deque[tuple[int, str, int]] = deque()  # (submitted after it, uid, restarts)
+        raw = inherited.get(CHECKPOINT_KEY, "")
+        same_scope = inherited.get(SCOPE_KEY) == scope
+        self.inherited = int(raw) if same_scope and raw.isdigit() else 0
+        self._due: dict[str, tuple[int, int]] = {}  # uid -> (rv when it became due, restarts)
+        self._done: dict[str, int] = {}  # uid -> restart count at the last scan
+        self._newest = 0  # the highest pod rv seen
+        self._unknown_rv = False  # a due pod without an integer rv: vouch for nothing
+        self.synced = False
+
+    def already_scanned(self, pod: PodInfo) -> bool:
+        """True when the predecessor's checkpoint covers this ready pod state."""
+        return pod.ready and 0 < pod.resource_version <= self.inherited
+
+    def observe(self, kind: str, pod: PodInfo) -> None:
+        """Follow one pod event (after the scanner has seen it)."""
+        self._newest = max(self._newest, pod.resource_version)
+        if kind == "DELETED":
+            self._due.pop(pod.uid, None)
+            self._done.pop(pod.uid, None)
+        elif not pod.ready or self._done.get(pod.uid) == pod.restarts:
+            self._due.pop(pod.uid, None)
+        else:
+            due = self._due.get(pod.uid)
+            if due is None or due[1] != pod.restarts:
+                self._due[pod.uid] = (pod.resource_version, pod.restarts)
+                self._unknown_rv |= pod.resource_version == 0
+
+    def inherit(self, pod: PodInfo) -> None:
+        """The predecessor scanned and delivered ``pod`` at its restart count."""
+        self._done[pod.uid] = pod.restarts
+
+    def scanned(self, pod: PodInfo, records: int) -> None:
+        """A scan of ``pod`` succeeded and its ``records`` were just submitted for delivery."""
+        self._done[pod.uid] = pod.restarts
+        self._submitted += records
+        self._undelivered.append((self._submitted, pod.uid, pod.restarts))
+
+    def _settle_deliveries(self) -> None:
+        acknowledged = self._submitted - self._backlog()  # of ours, at least (FIFO lanes)
+        while self._undelivered and self._undelivered[0][0] <= acknowledged:
+            _, uid, restarts = self._undelivered.popleft()
+            due = self._due.get(uid)
+            if due is not None and due[1] == restarts:
+                del self._due[uid]
+
+    def checkpoint(self) -> int | None:
+        """``W`` (see the module docstring), or None when this replica cannot vouch for any."""
+        if not self.synced or self._unknown_rv:
+            return None
+        self._settle_deliveries()
+        if not self._due:
+            return self._newest
+        return min(rv for rv, _ in self._due.values()) - 1
+
+    def annotations(self) -> dict[str, str] | None:
+        """The Lease annotations carrying the checkpoint; None keeps what the Lease has."""
+        w = self.checkpoint()
+        if w is None or w < self.inherited:
+            return None
+        return {CHECKPOINT_KEY: str(w), SCOPE_KEY: self.scope}

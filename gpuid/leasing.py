@@ -1,0 +1,111 @@
+"""The Lease's settings and its three REST calls, apart from the election logic.
+
+``LeaderSettings`` reads and validates the ``LEASE_*`` variables once (the
+timing rule ``duration > renew deadline > retry period > 0`` is what makes
+"never two scanners" hold, so a violation is a configuration error, not a
+warning). ``LeaseApi`` speaks to ``coordination.k8s.io/v1`` through
+kubernetes_asyncio's ``CoordinationV1Api`` in raw mode: a Lease is a small
+JSON object, and raw mode lets a 404 or 409 be an answer rather than an
+exception — they are how the election learns "nobody holds it" and "someone
+else won".
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client
+
+from gpuid.config import Env, Settings
+from gpuid.errors import ApiError, ConfigError
+
+Lease = dict[str, Any]
+DEFAULT_NAMESPACE = "gpuid"
+REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=10)
+_RAW: dict[str, Any] = {"_preload_content": False, "_request_timeout": REQUEST_TIMEOUT}
+
+
+@dataclass(frozen=True)
+class LeaderSettings:
+    enabled: bool = False  # one replica needs no election; the kustomize base turns it on for two
+    namespace: str = DEFAULT_NAMESPACE  # gpuid's own namespace, where its RBAC allows leases
+    name: str = "gpuid"
+    identity: str = ""  # the pod name (downward API); unique per replica
+    duration: float = 15.0  # client-go's defaults: 15 s / 10 s / 2 s
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LeaderSettings:
+        """Read ``LEADER_ELECTION`` and ``LEASE_*``; per-node mode (``NODE_NAME``) turns election off."""
+        env = Env(settings.env)
+        duration = env.duration("LEASE_DURATION")
+        renew = env.duration("LEASE_RENEW_DEADLINE")
+        retry = env.duration("LEASE_RETRY_PERIOD")
+        if duration < 1:
+            raise ConfigError(f"LEASE_DURATION={env.str('LEASE_DURATION')!r} is invalid: must be >= 1s")
+        if not duration > renew > retry > 0:
+            raise ConfigError(
+                "LEASE_DURATION > LEASE_RENEW_DEADLINE > LEASE_RETRY_PERIOD > 0 is required, got "
+                f"{env.str('LEASE_DURATION')} / {env.str('LEASE_RENEW_DEADLINE')} / "
+                f"{env.str('LEASE_RETRY_PERIOD')}"
+            )
+        name = env.str("LEASE_NAME")
+        if not name:
+            raise ConfigError("LEASE_NAME must not be empty")
+        return cls(
+            enabled=env.bool("LEADER_ELECTION") and not settings.watch.node_name,
+            namespace=env.str("LEASE_NAMESPACE") or env.str("POD_NAMESPACE") or DEFAULT_NAMESPACE,
+            name=name,
+            identity=env.str("POD_NAME") or socket.gethostname(),
+            duration=duration,
+            renew_deadline=renew,
+            retry_period=retry,
+        )
+
+
+class LeaseApi:
+    """Get, create and update one Lease; ``None`` answers 404 (get) and 409 (create, update)."""
+
+    def __init__(self, coordination: Any, namespace: str, name: str) -> None:
+        self._api = coordination  # kubernetes_asyncio.client.CoordinationV1Api
+        self.namespace = namespace
+        self.name = name
+
+    async def get(self) -> Lease | None:
+        return await self._call(
+            "get", self._api.read_namespaced_lease(self.name, self.namespace, **_RAW), absent=404
+        )
+
+    async def create(self, lease: Lease) -> Lease | None:
+        return await self._call(
+            "create", self._api.create_namespaced_lease(self.namespace, lease, **_RAW), absent=409
+        )
+
+    async def update(self, lease: Lease) -> Lease | None:
+        """PUT carrying the read resourceVersion: a stale one is a 409, i.e. ``None``."""
+        call = self._api.replace_namespaced_lease(self.name, self.namespace, lease, **_RAW)
+        return await self._call("update", call, absent=409)
+
+    async def _call(self, operation: str, request: Any, *, absent: int) -> Lease | None:
+        resp: aiohttp.ClientResponse = await request
+        async with resp:
+            body = await resp.read()
+        if resp.status == absent:
+            return None
+        if resp.status >= 300:
+            text = body.decode("utf-8", "replace")[:200]
+            transient = resp.status >= 500 or resp.status in (409, 429)
+            message = f"lease {operation} {self.namespace}/{self.name}: HTTP {resp.status}: {text}"
+            raise ApiError(message, status=resp.status, transient=transient)
+        lease: Lease = json.loads(body)
+        return lease
+
+
+def lease_api(rest: Any, settings: LeaderSettings) -> LeaseApi:
+    """The Lease of ``settings`` through the REST ``ApiClient``."""
+    return LeaseApi(client.CoordinationV1Api(rest), settings.namespace, settings.name)

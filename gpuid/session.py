@@ -1,0 +1,109 @@
+"""One scanning term: the pod watch, the scanner and the checkpoint, started and stopped together.
+
+Without leader election gpuid has one term that lasts the whole process.
+With it, a term begins when this replica becomes the leader and ends when it
+stops leading: at once when the Lease is lost (scans are cancelled, so two
+replicas never scan together), or gracefully on shutdown (running scans may
+finish). Each term starts from a fresh pod list, trusting the predecessor's
+checkpoint (``gpuid.handover``) for what was already scanned. The node
+directory and delivery outlive terms; they belong to the App.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping, Sequence
+
+from gpuid.cluster import NodeDirectory, PodInfo, slim_pod
+from gpuid.config import Settings
+from gpuid.delivery import Delivery
+from gpuid.handover import ScanProgress
+from gpuid.kube import KubeClients
+from gpuid.metrics import Metrics
+from gpuid.records import GPUReading
+from gpuid.scanner import OnScanned, Scanner
+from gpuid.watch import Informer
+
+
+def watch_scope(settings: Settings) -> str:
+    """What the pod watch covers; a checkpoint is only valid for the same scope."""
+    w = settings.watch
+    return f"{w.namespace}|{w.label_selector}|{w.node_name}"
+
+
+class ScanSession:
+    def __init__(
+        self,
+        settings: Settings,
+        clients: KubeClients,
+        nodes: NodeDirectory,
+        delivery: Delivery,
+        metrics: Metrics,
+        *,
+        inherited: Mapping[str, str] | None = None,
+        on_scanned: OnScanned | None = None,
+    ) -> None:
+        w = settings.watch
+        self._settings = settings
+        self._on_scanned = on_scanned
+        self.progress = ScanProgress(
+            watch_scope(settings), inherited or {}, lambda: max(delivery.waiting().values(), default=0)
+        )
+        self.scanner = Scanner(
+            settings.scan,
+            cluster=settings.cluster_name,
+            container=w.container,
+            core_ws=clients.core_ws,
+            nodes=nodes,
+            delivery=delivery,
+            metrics=metrics,
+            on_scanned=self._scanned,
+        )
+        self.pods = Informer(
+            "pod",
+            clients.core.list_namespaced_pod,
+            slim_pod,
+            self._on_pod_event,
+            metrics,
+            namespace=w.namespace,
+            label_selector=w.label_selector,
+            field_selector=f"spec.nodeName={w.node_name}" if w.node_name else "",
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _on_pod_event(self, kind: str, pod: PodInfo) -> None:
+        if kind != "DELETED" and self.progress.already_scanned(pod):
+            self.scanner.mark_scanned(pod)
+            self.progress.inherit(pod)
+        else:
+            self.scanner.on_pod_event(kind, pod)
+        self.progress.observe(kind, pod)
+
+    def _scanned(self, pod: PodInfo, readings: Sequence[GPUReading]) -> None:
+        self.progress.scanned(pod, len(readings))
+        if self._on_scanned is not None:
+            self._on_scanned(pod, readings)
+
+    async def run(self) -> None:
+        """Watch and scan until cancelled or stopped; a permanent watch error propagates."""
+        async with asyncio.TaskGroup() as tg:
+            self._tasks = [
+                tg.create_task(self.pods.run(), name="watch-pods"),
+                tg.create_task(self.scanner.run(), name="scanner"),
+            ]
+            await self.pods.synced.wait()
+            self.progress.synced = True
+
+    async def stop(self, grace: float) -> None:
+        """Stop watching, let running scans end within ``grace`` seconds, then cancel the rest."""
+        if not self._tasks:
+            return
+        watch_task, scan_task = self._tasks
+        watch_task.cancel()
+        self.scanner.close()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await self.scanner.wait_idle()
+        scan_task.cancel()
+        await asyncio.wait(self._tasks)

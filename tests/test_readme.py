@@ -1,0 +1,92 @@
+"""The README is the user's manual: its settings, metrics, fields and jq recipes must stay true."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from gpuid.metrics import Metrics
+from gpuid.options import OPTIONS
+from gpuid.records import FIELD_NAMES
+
+from .conftest import Sim
+from .test_pipeline import GB200, H100, add_gpu_node
+
+README = (Path(__file__).parent.parent / "README.md").read_text()
+
+
+def test_every_setting_is_documented() -> None:
+    missing = [o.env for o in OPTIONS if f"`{o.env}`" not in README]
+    assert missing == []
+
+
+def test_every_metric_is_documented() -> None:
+    names = set()
+    for family in Metrics().registry.collect():
+        suffix = {"counter": "_total", "info": "_info"}.get(family.type, "")
+        names.add(family.name + suffix)
+    missing = sorted(n for n in names if f"`{n}`" not in README)
+    assert missing == []
+
+
+def test_every_record_field_is_documented_in_order() -> None:
+    table = README.split("## The record", 1)[1].split("Serial-like values", 1)[0]
+    documented = re.findall(r"^\| `(\w+)` \|", table, flags=re.M)
+    assert documented == list(FIELD_NAMES)
+
+
+def jq_recipes() -> list[list[str]]:
+    """The jq part of every recipe in the README's "jq recipes" section, as argv."""
+    section = README.split("### jq recipes", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"```sh\n(.*?)\n```", section, flags=re.S)
+    return [shlex.split(cmd.split("| ", 1)[1]) for cmd in commands]
+
+
+async def test_jq_recipes_work_on_real_gpuid_output(sim: Sim) -> None:
+    add_gpu_node(sim, "n1", H100)
+    add_gpu_node(sim, "n2", GB200)
+    add_gpu_node(sim, "bad", GB200)
+    sim.cluster.set_exec("dp-bad", exit_code=3, stderr=b"Failed to initialize NVML")
+    env = {**os.environ, "CLUSTER_NAME": "jq", "KUBECONFIG": str(sim.kubeconfig), "SERVER_PORT": "0"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gpuid",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    lines: list[bytes] = []
+    assert proc.stdout is not None
+    async with asyncio.timeout(30):
+        while sum(b'"gpu_reading"' in ln for ln in lines) < 12 or not any(
+            b"pod scan failed" in ln for ln in lines
+        ):
+            lines.append(await proc.stdout.readline())
+    proc.terminate()
+    rest, _ = await proc.communicate()
+    merged = b"".join(lines) + rest  # what `kubectl logs` shows: both streams
+    assert all(json.loads(line) for line in merged.splitlines())
+
+    recipes = jq_recipes()
+    assert len(recipes) == 4
+    outputs = [
+        subprocess.run(argv, input=merged, capture_output=True, check=True).stdout.decode()
+        for argv in recipes
+    ]
+    errors, per_gpu, per_node, failed = outputs
+    assert errors.strip()
+    assert all(json.loads(line)["level"] == "error" for line in errors.splitlines())
+    rows = [line.split("\t") for line in per_gpu.splitlines()]
+    assert len(rows) == 12
+    assert ["n1", "GPU-ab6ab95d-8259-5551-5962-e4a7a710fbae", "1652923034028"] in rows
+    assert sorted(per_node.splitlines()) == ["n1 8", "n2 4"]
+    first_failure = failed.splitlines()[0].split("\t")
+    assert first_failure[:3] == ["bad", "gpu-operator/dp-bad", "exec_error"]
+    assert "exit code 3" in first_failure[3]
