@@ -18,12 +18,15 @@ import signal
 import structlog
 
 from gpuid import __version__
+from gpuid.bugreport_wiring import DriverFeatures
 from gpuid.cluster import NodeDirectory
 from gpuid.config import Settings
 from gpuid.delivery import Delivery
 from gpuid.errors import GpuidError
 from gpuid.exporters import build_exporters
 from gpuid.kube import KubeClients, connect
+from gpuid.labels import LabelSettings
+from gpuid.labelwriter import NodeLabeller
 from gpuid.leader import LeaderElector
 from gpuid.leasing import LeaderSettings, lease_api
 from gpuid.metrics import Metrics
@@ -43,6 +46,9 @@ class App:
         self.delivery = Delivery.from_settings(self.exporters, self.metrics, settings)
         self.server = HealthServer(self.metrics, self.readiness, settings.server_port)
         self.leader = LeaderSettings.from_settings(settings)
+        self.labels = LabelSettings.from_settings(settings)
+        self.labeller: NodeLabeller | None = None
+        self.features = DriverFeatures(settings, self.metrics)  # SCAN_SOURCE, driver pods, bug reports
         self._stop = asyncio.Event()
         self.elector: LeaderElector | None = None
         self.session: ScanSession | None = None
@@ -51,6 +57,9 @@ class App:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _leading(self) -> bool:
+        return self.elector is None or self.elector.is_leader
 
     def readiness(self) -> tuple[bool, str]:
         following = self.elector is not None and not self.elector.is_leader
@@ -93,24 +102,47 @@ class App:
         return code
 
     async def _serve(self, clients: KubeClients) -> None:
-        nodes = NodeDirectory(clients.core.list_node, self.metrics, self.settings.watch.node_name)
-        async with asyncio.TaskGroup() as tg:
-            export_task = tg.create_task(self.delivery.run(), name="delivery")
-            nodes_task = tg.create_task(nodes.run(), name="watch-nodes")
-            # A task that fails makes the task group cancel what runs here and raise its error.
-            if self.leader.enabled:
-                await self._scan_while_leading(clients, nodes)
-            else:
-                await self._scan_until_stopped(clients, nodes)
-            nodes_task.cancel()
-            export_task.cancel()
-            await asyncio.wait([nodes_task, export_task])
-            await self.delivery.drain(self.settings.shutdown_grace)
+        prefix = self.labels.prefix if self.labels.enabled else ""
+        nodes = NodeDirectory(clients.core.list_node, self.metrics, self.settings.watch.node_name, prefix)
+        if self.labels.enabled:
+            self.labeller = NodeLabeller(self.labels, clients.core, nodes, self.metrics)
+        if self.leader.enabled:
+            api = lease_api(clients.rest, self.leader)
+            self.elector = LeaderElector(self.leader, api, self.metrics, self._checkpoint)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                export_task = tg.create_task(self.delivery.run(), name="delivery")
+                nodes_task = tg.create_task(nodes.run(), name="watch-nodes")
+                driver_tasks = [
+                    tg.create_task(run(), name=name)
+                    for name, run in self.features.start(clients, nodes, self._leading)
+                ]
+                if self.labeller is not None:
+                    driver_tasks.append(tg.create_task(self.labeller.run(), name="node-labels"))
+                # A task that fails makes the task group cancel what runs here and raise its error.
+                if self.elector is not None:
+                    await self._scan_while_leading(self.elector, clients, nodes)
+                else:
+                    await self._scan_until_stopped(clients, nodes)
+                nodes_task.cancel()
+                export_task.cancel()
+                for task in driver_tasks:
+                    task.cancel()
+                await asyncio.wait([nodes_task, export_task, *driver_tasks])
+                await self.delivery.drain(self.settings.shutdown_grace)
+        finally:
+            if self.elector is not None:  # after the drain, so the checkpoint covers what it delivered
+                await self.elector.release()
 
     def _new_session(
         self, clients: KubeClients, nodes: NodeDirectory, inherited: dict[str, str]
     ) -> ScanSession:
-        session = ScanSession(self.settings, clients, nodes, self.delivery, self.metrics, inherited=inherited)
+        settings = self.features.scan_settings(self.settings)  # SCAN_SOURCE=driver watches driver pods
+        on_scanned = self.labeller.on_scanned if self.labeller is not None else None
+        session = ScanSession(
+            settings, clients, nodes, self.delivery, self.metrics, inherited=inherited, on_scanned=on_scanned
+        )
+        self.features.attach_scanner(session.scanner)
         self.session, self.pods, self.scanner = session, session.pods, session.scanner
         return session
 
@@ -124,32 +156,28 @@ class App:
             log.info("shutting down", in_flight=session.scanner.in_flight)
             await session.stop(self.settings.shutdown_grace / 2)
 
-    async def _scan_while_leading(self, clients: KubeClients, nodes: NodeDirectory) -> None:
-        """Scan only while holding the Lease; release it on the way out."""
-        self.elector = elector = LeaderElector(
-            self.leader, lease_api(clients.rest, self.leader), self.metrics, self._checkpoint
-        )
-        try:
-            while await self._acquire_unless_stopped(elector):
-                session = self._new_session(clients, nodes, elector.inherited)
-                async with asyncio.TaskGroup() as tg:
-                    running = tg.create_task(session.run(), name="scan-session")
-                    held = tg.create_task(elector.hold(), name="leader-lease")
-                    stopping = tg.create_task(self._stop.wait(), name="stop-signal")
-                    await asyncio.wait([held, stopping], return_when=asyncio.FIRST_COMPLETED)
-                    if not held.done():  # shutting down: running scans may end while the Lease is renewed
-                        log.info("shutting down", in_flight=session.scanner.in_flight)
-                        ending = tg.create_task(
-                            session.stop(self.settings.shutdown_grace / 2), name="scan-session-stop"
-                        )
-                        await asyncio.wait([held, ending], return_when=asyncio.FIRST_COMPLETED)
-                        ending.cancel()
-                    if held.done():  # lost the Lease: stop scanning at once, before it can expire
-                        self.session = None  # its checkpoint must not be written under a new term
-                    for task in (running, held, stopping):
-                        task.cancel()
-        finally:
-            await elector.release()
+    async def _scan_while_leading(
+        self, elector: LeaderElector, clients: KubeClients, nodes: NodeDirectory
+    ) -> None:
+        """Scan only while holding the Lease: stop at once when it is lost, gracefully on shutdown."""
+        while await self._acquire_unless_stopped(elector):
+            session = self._new_session(clients, nodes, elector.inherited)
+            async with asyncio.TaskGroup() as tg:
+                running = tg.create_task(session.run(), name="scan-session")
+                held = tg.create_task(elector.hold(), name="leader-lease")
+                stopping = tg.create_task(self._stop.wait(), name="stop-signal")
+                await asyncio.wait([held, stopping], return_when=asyncio.FIRST_COMPLETED)
+                if not held.done():  # shutting down: running scans may end while the Lease is renewed
+                    log.info("shutting down", in_flight=session.scanner.in_flight)
+                    ending = tg.create_task(
+                        session.stop(self.settings.shutdown_grace / 2), name="scan-session-stop"
+                    )
+                    await asyncio.wait([held, ending], return_when=asyncio.FIRST_COMPLETED)
+                    ending.cancel()
+                if held.done():  # lost the Lease: stop scanning now, before it can expire
+                    self.session = None  # its checkpoint is not written under another term
+                for task in (running, held, stopping):
+                    task.cancel()
 
     async def _acquire_unless_stopped(self, elector: LeaderElector) -> bool:
         """Wait to become the leader; False when gpuid is stopping first."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +32,7 @@ from gpuid.errors import ApiError, ExecError
 from gpuid.metrics import Metrics
 
 log = structlog.get_logger("gpuid.bugreport")
+RECHECK_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class BugReporter:
         drivers: DriverPods,
         metrics: Metrics,
         destinations: list[Destination] | None = None,
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self.settings = settings
         self._core = core
@@ -75,14 +78,20 @@ class BugReporter:
         self._jobs: Counter[str] = Counter()  # node -> jobs queued or running
         self._accepted: dict[str, str] = {}  # node -> last request id taken on by this process
         self._last_failure_report: dict[str, float] = {}
+        self._leading = leading  # with leader election only the leader collects
+        self._requested: dict[str, NodeInfo] = {}  # nodes carrying a request annotation
 
     # -- triggers (synchronous callbacks from the watches and the scanner) --------------------------
     def on_node_event(self, kind: str, node: NodeInfo) -> None:
-        if kind == "DELETED":
-            self._accepted.pop(node.name, None)
+        if kind == "DELETED" or not node.bug_report_request:
+            self._requested.pop(node.name, None)
             return
+        self._requested[node.name] = node
+        self._take_request(node)
+
+    def _take_request(self, node: NodeInfo) -> None:
         request = pending_request(node)
-        if request is None or self._accepted.get(node.name) == request:
+        if request is None or self._accepted.get(node.name) == request or not self._leading():
             return
         self._accepted[node.name] = request
         self.submit(Job(node.name, "request", request))
@@ -90,6 +99,8 @@ class BugReporter:
     def on_scan_failure(self, pod: PodInfo, error: ExecError) -> None:
         """Scanner hook: nvidia-smi ran and failed (not a transport error, not a missing binary)."""
         if not self.settings.on_failure or error.timed_out or error.exit_code in (None, 126, 127):
+            return
+        if not self._leading():
             return
         now = asyncio.get_running_loop().time()
         last = self._last_failure_report.get(pod.node)
@@ -110,6 +121,7 @@ class BugReporter:
         async with asyncio.TaskGroup() as tg:
             if self.settings.interval > 0:
                 tg.create_task(self._schedule(), name="bug-report-schedule")
+            tg.create_task(self._recheck(), name="bug-report-requests")
             while True:
                 job = await self._queue.get()
                 tg.create_task(self._run_job(job), name=f"bug-report-{job.node}")
@@ -117,14 +129,20 @@ class BugReporter:
     async def _schedule(self) -> None:
         while True:
             await asyncio.sleep(self.settings.interval)
-            for node in self._drivers.nodes():
-                self.submit(Job(node, "schedule"))
+            if self._leading():
+                for node in self._drivers.nodes():
+                    self.submit(Job(node, "schedule"))
+
+    async def _recheck(self) -> None:
+        """Requests seen while not leading (or left running by a lost leader) are taken up here."""
+        while True:
+            await asyncio.sleep(RECHECK_SECONDS)
+            for node in list(self._requested.values()):
+                self._take_request(node)
 
     async def _run_job(self, job: Job) -> None:
         try:
-            await self._drivers.informer.synced.wait()
-            async with self._node_locks[job.node], self._slots:
-                await self.collect(job)
+            await self.collect_in_turn(job)
         except BugReportError:
             pass  # counted, logged and (for requests) written to the node by collect()
         finally:
@@ -132,11 +150,17 @@ class BugReporter:
             if not self._jobs[job.node]:
                 del self._jobs[job.node]
 
+    async def collect_in_turn(self, job: Job) -> Collected:
+        """``collect`` once the node is free and a cluster-wide slot is."""
+        async with self._node_locks[job.node], self._slots:
+            return await self.collect(job)
+
     async def collect(self, job: Job) -> Collected:
         """Collect for ``job`` now, with metrics, one log line and (for requests) the status annotation.
 
         Raises ``BugReportError`` after counting, logging and reporting the failure.
         """
+        await self._drivers.informer.synced.wait()  # "no driver pod" only once the list says so
         if job.trigger == "request":
             await self._status(job, ReportStatus(job.request_id, RUNNING))
         loop = asyncio.get_running_loop()
@@ -152,6 +176,7 @@ class BugReporter:
                 name=name,
                 timeout=self.settings.timeout,
                 destinations=self.destinations,
+                metrics=self._metrics,
             )
         except BugReportError as e:
             self._metrics.bug_reports.labels(job.trigger, e.result).inc()

@@ -78,7 +78,7 @@ class ApiPoller:
             return False
         fields = {"vm_id": vm_id, "event_id": event_id, "node_name": self._node}
         try:
-            collected = await self._reporter.collect(Job(self._node, "api", event_id))
+            collected = await self._reporter.collect_in_turn(Job(self._node, "api", event_id))
         except BugReportError as e:
             body = {**fields, "status": "failed", "message": str(e)[:1000]}
             async with session.post(f"{base}/upload-logs", json=body) as resp:

@@ -28,6 +28,7 @@ from gpuid.bugreport_sinks import Destination, ReportWriter
 from gpuid.cluster import PodInfo
 from gpuid.errors import ExecError, GpuidError
 from gpuid.execstream import stream_exec
+from gpuid.metrics import Metrics
 from gpuid.podexec import CompletedExec, exec_in_pod
 from gpuid.smiread import SMI_PATH
 
@@ -94,7 +95,13 @@ async def _exec(core_ws: Any, target: Target, command: list[str], timeout: float
 
 
 async def collect_report(
-    core_ws: Any, target: Target, *, name: str, timeout: float, destinations: Sequence[Destination]
+    core_ws: Any,
+    target: Target,
+    *,
+    name: str,
+    timeout: float,
+    destinations: Sequence[Destination],
+    metrics: Metrics | None = None,
 ) -> Collected:
     """Run the script in ``target`` and deliver the verified report to every destination."""
     output, report = f"{POD_DIR}/{name}", f"{POD_DIR}/{name}.gz"
@@ -121,7 +128,8 @@ async def collect_report(
             raise BugReportError(f"{phase}: {e}") from e
         raise
     finally:
-        await remove_from_pod(core_ws, target, [output, report])
+        if not await remove_from_pod(core_ws, target, [output, report]) and metrics is not None:
+            metrics.bug_report_errors.labels("cleanup").inc()
     return Collected(name + ".gz", size, sha256, tuple(w.location for w in writers))
 
 

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from gpuid.cluster import NodeInfo
@@ -82,3 +83,5 @@ async def write_status(core: Any, node: str, status: ReportStatus, annotation: s
             status=e.status,
             transient=e.status is None or e.status >= 500 or e.status == 429,
         ) from None
+    except (aiohttp.ClientError, OSError, TimeoutError) as e:
+        raise ApiError(f"could not write {annotation} on node {node}: {type(e).__name__}: {e}") from e

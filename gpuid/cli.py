@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import sys
 from collections.abc import Sequence
@@ -77,6 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(settings.log_level, settings.log_format)
         from gpuid.app import App
 
+        # Everything imported so far lives as long as the process: take it out of the collector's
+        # scans (kubernetes_asyncio alone is ~75k objects; rescanning them cost more than parsing
+        # nvidia-smi's XML during a sweep; see docs-scale.md).
+        gc.freeze()
         return asyncio.run(App(settings).run())
     except ConfigError as e:
         print(f"gpuid: configuration error: {e}", file=sys.stderr)

@@ -8,6 +8,7 @@ watch, so no scan ever costs a node GET.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -82,6 +83,7 @@ class NodeInfo:
     machine: str | None
     bug_report_request: str = ""  # the BUG_REPORT_REQUEST annotation (gpuid.bugreport)
     bug_report_status: str = ""  # the BUG_REPORT_STATUS annotation
+    owned_labels: tuple[tuple[str, str], ...] = ()  # labels under LABEL_PREFIX (gpuid.labels), sorted
 
 
 def machine_of(provider_id: str | None) -> str | None:
@@ -90,25 +92,29 @@ def machine_of(provider_id: str | None) -> str | None:
     return tail or None
 
 
-def slim_node(obj: dict[str, Any]) -> NodeInfo:
+def slim_node(obj: dict[str, Any], label_prefix: str = "") -> NodeInfo:
     annotations = obj["metadata"].get("annotations") or {}
+    labels = (obj["metadata"].get("labels") or {}) if label_prefix else {}
+    head = label_prefix + "/"
     return NodeInfo(
         name=obj["metadata"]["name"],
         machine=machine_of((obj.get("spec") or {}).get("providerID")),
         bug_report_request=annotations.get(BUG_REPORT_REQUEST, ""),
         bug_report_status=annotations.get(BUG_REPORT_STATUS, ""),
+        owned_labels=tuple(sorted((k, v) for k, v in labels.items() if k.startswith(head))),
     )
 
 
 class NodeDirectory:
     """Node name → machine, kept current by a node watch; ``None`` when nodes are unreadable."""
 
-    def __init__(self, list_nodes: ListFn, metrics: Metrics, node_name: str = "") -> None:
+    def __init__(
+        self, list_nodes: ListFn, metrics: Metrics, node_name: str = "", label_prefix: str = ""
+    ) -> None:
         self._machines: dict[str, str | None] = {}
         selector = f"metadata.name={node_name}" if node_name else ""
-        self.informer = Informer(
-            "node", list_nodes, slim_node, self._on_event, metrics, field_selector=selector
-        )
+        slim = functools.partial(slim_node, label_prefix=label_prefix)  # keep labels only if asked
+        self.informer = Informer("node", list_nodes, slim, self._on_event, metrics, field_selector=selector)
         self.readable = True
         self.listeners: list[Callable[[str, NodeInfo], None]] = []  # e.g. bug-report requests
 

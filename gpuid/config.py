@@ -20,13 +20,13 @@ from gpuid.options import OPTIONS
 T = TypeVar("T")
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _LEVELS = ("debug", "info", "warning", "error")
 
 
 def parse_duration(text: str) -> float:
-    """Seconds from ``"30s"``, ``"1m30s"``, ``"1h"``, ``"250ms"`` or ``"12.5"``."""
+    """Seconds from ``"30s"``, ``"1m30s"``, ``"1h"``, ``"7d"``, ``"250ms"`` or ``"12.5"``."""
     text = text.strip()
     try:
         return float(text)

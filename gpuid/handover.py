@@ -53,16 +53,18 @@ class ScanProgress:
     def observe(self, kind: str, pod: PodInfo) -> None:
         """Follow one pod event (after the scanner has seen it)."""
         self._newest = max(self._newest, pod.resource_version)
+        uid = pod.uid
         if kind == "DELETED":
-            self._due.pop(pod.uid, None)
-            self._done.pop(pod.uid, None)
-        elif not pod.ready or self._done.get(pod.uid) == pod.restarts:
-            self._due.pop(pod.uid, None)
-        else:
-            due = self._due.get(pod.uid)
-            if due is None or due[1] != pod.restarts:
-                self._due[pod.uid] = (pod.resource_version, pod.restarts)
-                self._unknown_rv |= pod.resource_version == 0
+            self._due.pop(uid, None)
+            self._done.pop(uid, None)
+            return
+        due, done = self._due.get(uid), self._done.get(uid)
+        if not pod.ready:
+            if due is not None and done != due[1]:  # never scanned at that count: no longer due
+                del self._due[uid]
+        elif done != pod.restarts and (due is None or due[1] != pod.restarts):
+            self._due[uid] = (pod.resource_version, pod.restarts)
+            self._unknown_rv |= pod.resource_version == 0
 
     def inherit(self, pod: PodInfo) -> None:
         """The predecessor scanned and delivered ``pod`` at its restart count."""

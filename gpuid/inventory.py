@@ -26,13 +26,6 @@ _PLACE = (
 _MOVE = "moved_at, cluster, gpu_uuid, gpu_serial, from_node, from_machine, to_node, to_machine, previous_seen"
 
 
-def age(text: str) -> float:
-    """Seconds from ``24h``, ``90m``, ``7d`` (days are what people ask in)."""
-    if text.strip().endswith("d"):
-        return float(text.strip()[:-1]) * 86400
-    return parse_duration(text)
-
-
 def add_inventory_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``inventory`` and its queries to the CLI's subparsers."""
     common = argparse.ArgumentParser(add_help=False)
@@ -48,13 +41,18 @@ def add_inventory_parser(subparsers: Any) -> argparse.ArgumentParser:
     where.add_argument("gpu", metavar="SERIAL|UUID")
     moves = queries.add_parser("moves", parents=[common], help="GPUs seen on a different machine than before")
     moves.add_argument(
-        "--since", type=age, default=age("24h"), help="how far back (e.g. 24h, 7d; default 24h)"
+        "--since",
+        type=parse_duration,
+        default=parse_duration("24h"),
+        help="how far back (e.g. 24h, 7d; default 24h)",
     )
     moves.add_argument("--gpu", default="", metavar="SERIAL|UUID", help="only this GPU: its whole journey")
     node = queries.add_parser("node", parents=[common], help="the GPUs in a node now")
     node.add_argument("node")
     stale = queries.add_parser("stale", parents=[common], help="GPUs not seen for a while")
-    stale.add_argument("--older-than", type=age, default=age("24h"), help="e.g. 24h, 7d (default 24h)")
+    stale.add_argument(
+        "--older-than", type=parse_duration, default=parse_duration("24h"), help="e.g. 24h, 7d (default 24h)"
+    )
     parser.set_defaults(command="inventory")
     return parser
 

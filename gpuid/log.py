@@ -47,5 +47,12 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
         logger_factory=factory,
         cache_logger_on_first_use=False,
     )
-    # Libraries that use stdlib logging (aiohttp, kubernetes_asyncio) go to stderr too, warnings and up.
-    logging.basicConfig(stream=out, level=logging.WARNING, format="%(message)s", force=True)
+    # Libraries that use stdlib logging (aiohttp, kubernetes_asyncio): warnings and up, as JSON lines too.
+    logging.basicConfig(level=logging.WARNING, handlers=[_ToStructlog()], force=True)
+
+
+class _ToStructlog(logging.Handler):
+    """Re-emits stdlib log records through structlog so every stderr line has one format."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        structlog.get_logger(record.name).log(record.levelno, record.getMessage(), logger=record.name)

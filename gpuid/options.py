@@ -46,7 +46,7 @@ OPTIONS: list[Option] = [
     Option('EXPORT_QUEUE_SIZE', '10000', 'Records held in memory per exporter; beyond it records go to the spool, or are dropped and counted.', 'export'),
     Option('EXPORT_RETRY_MAX_BACKOFF', '30s', 'Longest wait between retries of a failed batch.', 'export'),
     Option('SPOOL_DIR', '', 'Directory where unacknowledged records survive restarts (empty = off).', 'export'),
-    Option('SPOOL_MAX_BYTES', '268435456', "Cap on the spool's size on disk, all exporters together.", 'export'),
+    Option('SPOOL_MAX_BYTES', '268435456', "Cap on each exporter's spool on disk (a dead backend cannot take another's room).", 'export'),
     Option('S3_BUCKET', '', 'Bucket for the s3 exporter (required with it).', 'export'),
     Option('S3_PREFIX', 'gpuid', 'Key prefix of the objects written.', 'export'),
     Option('S3_REGION', '', 'Region; empty = the AWS chain (AWS_REGION, profile, instance metadata).', 'export'),

@@ -72,7 +72,7 @@ async def _exec(
     core_ws: Any, target: tuple[str, str, str], command: list[str], max_bytes: int
 ) -> CompletedExec:
     namespace, pod, container = target
-    stdout: list[bytes] = []
+    stdout: list[memoryview] = []  # views, not copies: the join below is the only copy
     size = 0
     stderr = bytearray()
     status: bytes | None = None
@@ -101,7 +101,7 @@ async def _exec(
                 size += len(data) - 1
                 if size > max_bytes:
                     raise ExecError(f"output exceeded {max_bytes} bytes", transient=False)
-                stdout.append(data[1:])
+                stdout.append(memoryview(data)[1:])
             elif channel == STDERR:
                 if len(stderr) < STDERR_CAP:
                     stderr += data[1 : 1 + STDERR_CAP - len(stderr)]

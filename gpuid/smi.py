@@ -4,12 +4,13 @@ Exec hands us raw bytes from ``nvidia-smi -q -x`` (and ``-L`` text when MIG is
 on); this module turns them into ``SmiReport``/``GpuFacts`` without any I/O, so
 every driver quirk is tested against captured output.
 
-The XML comes from a process we do not control, so expat parses it as a stream:
+The XML comes from a process we do not control, so expat validates it first:
 a DOCTYPE is allowed only as the plain external reference real drivers print
 (the DTD is never loaded); an internal subset, an entity declaration or a
 reference to an undeclared entity is a ``ParseError``. Only the elements we
-need are matched, each at its exact path (a ``uuid`` anywhere but directly
-under ``<gpu>`` is not the GPU UUID); every other subtree is skipped.
+need are kept, each at its exact path (a ``uuid`` anywhere but directly
+under ``<gpu>`` is not the GPU UUID); every other subtree is skipped
+(``gpuid.smixml`` and ``gpuid.smiwalk`` do the byte-level work).
 
 Duplicate GPU UUIDs in one report (sanitised captures, broken firmware) are
 kept as separate ``GpuFacts``, which still differ by index and PCI slot, rather
@@ -22,25 +23,11 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections import Counter
-from typing import NoReturn, TypeAlias, TypeVar
-from xml.parsers import expat
+from typing import TypeVar
 
 from gpuid.errors import ParseError
 from gpuid.records import GpuFacts, MigDevice, SmiReport
-
-# A trie of the element paths we keep: a dict descends, a str names a leaf
-# whose text is captured; anything else is skipped with its whole subtree.
-_Node: TypeAlias = dict[str, "_Node | str"]
-_MIG_DEVICE: _Node = {k: k for k in ("uuid", "profile", "gpu_instance_id", "compute_instance_id")}
-_GPU: _Node = {
-    **{k: k for k in ("uuid", "serial", "gpu_module_id", "product_name", "product_architecture")},
-    **{k: k for k in ("vbios_version", "board_part_number", "gpu_part_number")},
-    "platformInfo": {"chassis_serial_number": "chassis_serial", "module_id": "module_id"},
-    "pci": {"pci_bus_id": "pci_bus_id"},
-    "mig_mode": {"current_mig": "mig_mode"},
-    "mig_devices": {"mig_device": _MIG_DEVICE},
-}
-_ROOT: _Node = {**{k: k for k in ("driver_version", "kmd_version", "cuda_version")}, "gpu": _GPU}
+from gpuid.smixml import collect
 
 _NULLS = frozenset({"", "N/A", "[N/A]"})
 # Before DTD v12 some drivers printed the board part (900-2G500-0040-000) as
@@ -53,98 +40,17 @@ _UNKNOWN_MIG = MigDevice(uuid=None, profile=None, gpu_instance_id=None, compute_
 T = TypeVar("T")
 
 
-class _Collector:
-    """expat callbacks that keep the matched leaves of the root, each GPU and each MIG device."""
-
-    def __init__(self) -> None:
-        self.parser = p = expat.ParserCreate()
-        p.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
-        p.buffer_text = True
-        p.StartDoctypeDeclHandler = self._doctype
-        p.EntityDeclHandler = self._refuse_entity
-        p.SkippedEntityHandler = self._refuse_entity
-        p.ExternalEntityRefHandler = self._refuse_entity
-        p.StartElementHandler = self._start_root
-        p.EndElementHandler = self._end
-        self.root: dict[str, str] = {}
-        self.gpus: list[tuple[dict[str, str], list[dict[str, str]]]] = []
-        self._record = self.root
-        self._stack: list[_Node | str] = [_ROOT]
-        self._skipped = 0  # depth inside an element we do not need
-        self._text: list[str] = []
-
-    def _doctype(self, name: str, sysid: str | None, pubid: str | None, has_internal_subset: int) -> None:
-        if has_internal_subset:
-            raise ParseError("nvidia-smi XML has a DOCTYPE internal subset (refused)")
-
-    def _refuse_entity(self, *_: object) -> NoReturn:
-        raise ParseError("nvidia-smi XML declares or references an entity (refused)")
-
-    def _start_root(self, name: str, attrs: dict[str, str]) -> None:
-        if name != "nvidia_smi_log":
-            raise ParseError(f"root element is <{name[:40]}>, expected <nvidia_smi_log>")
-        self.parser.StartElementHandler = self._start
-
-    def _start(self, name: str, attrs: dict[str, str]) -> None:
-        parent = self._stack[-1]
-        node = parent.get(name) if isinstance(parent, dict) else None
-        if node is None:  # most of the document: skip the subtree with cheaper handlers
-            self.parser.StartElementHandler = self._skip_start
-            self.parser.EndElementHandler = self._skip_end
-            return
-        self._stack.append(node)
-        if isinstance(node, str):
-            self._text = []
-            self.parser.CharacterDataHandler = self._text.append
-        elif node is _GPU:
-            self._record = {"id": attrs.get("id", "")}
-            self.gpus.append((self._record, []))
-        elif node is _MIG_DEVICE:
-            self._record = {}
-            self.gpus[-1][1].append(self._record)
-
-    def _end(self, name: str) -> None:
-        node = self._stack.pop()
-        if isinstance(node, str):
-            self._record[node] = "".join(self._text)
-            self.parser.CharacterDataHandler = None
-        elif node is _GPU:
-            self._record = self.root
-        elif node is _MIG_DEVICE:
-            self._record = self.gpus[-1][0]
-
-    def _skip_start(self, name: str, attrs: dict[str, str]) -> None:
-        self._skipped += 1
-
-    def _skip_end(self, name: str) -> None:
-        if self._skipped:
-            self._skipped -= 1
-        else:
-            self.parser.StartElementHandler = self._start
-            self.parser.EndElementHandler = self._end
-
-
 def parse_smi_xml(data: bytes) -> SmiReport:
     """Parse ``nvidia-smi -q -x`` output; ``ParseError`` if it is not a usable report."""
     if not data or data.isspace():
         raise ParseError("nvidia-smi printed nothing")
-    collector = _Collector()
-    try:
-        collector.parser.Parse(data, True)
-    except expat.ExpatError as e:
-        head = data.lstrip(b"\xef\xbb\xbf \t\r\n")[:200]  # error path only: the copy is fine
-        if not head.startswith(b"<"):
-            line = head.decode("utf-8", "replace").partition("\n")[0].strip()[:80]
-            raise ParseError(f"nvidia-smi output is not XML: {line!r}") from e
-        where = f"line {e.lineno}, column {e.offset}"
-        raise ParseError(f"nvidia-smi XML is malformed: {expat.ErrorString(e.code)} at {where}") from e
-    if not collector.gpus:
+    root, gpus = collect(data)
+    if not gpus:
         raise ParseError("nvidia-smi XML lists no <gpu> elements")
-    root = collector.root
     return SmiReport(
         driver_version=_text(root.get("driver_version")) or _text(root.get("kmd_version")),
         cuda_version=_text(root.get("cuda_version")),
-        gpus=tuple(_gpu_facts(i, fields, migs) for i, (fields, migs) in enumerate(collector.gpus)),
+        gpus=tuple(_gpu_facts(i, fields, migs) for i, (fields, migs) in enumerate(gpus)),
     )
 
 

@@ -63,7 +63,7 @@ def reading_from_dict(data: dict[str, Any]) -> GPUReading:
 
 
 class Spool:
-    """The spool root: one directory per exporter, one byte budget for all of them."""
+    """The spool root: a directory and a byte budget per exporter (a dead one cannot starve the rest)."""
 
     def __init__(self, root: Path, max_bytes: int, segment_records: int = 1000) -> None:
         self.root = root
@@ -170,7 +170,7 @@ class SpoolLane:
         if loaded and self.waiting:
             raise RuntimeError("spool order: records go to memory only when nothing older waits on disk")
         data = "".join(r.to_json() + "\n" for r in readings).encode()
-        if self._spool.used + len(data) + 64 > self._spool.max_bytes:
+        if self.bytes + len(data) + 64 > self._spool.max_bytes:
             return False
         self._write(self._active(loaded=loaded), data, len(readings), loaded=loaded)
         return True

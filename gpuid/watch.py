@@ -121,12 +121,16 @@ class Informer:
             timeout_seconds=WATCH_SECONDS,
             _request_timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=WATCH_SECONDS + 30),
         )
+        delivered = False
         async with resp:
             async for line in resp.content:
                 if not line.strip():
                     continue
                 event = json.loads(line)
                 rv = self._dispatch(event, rv)
+                if not delivered:  # a watch that delivers is healthy: its breaking is a new incident
+                    delivered = True
+                    self._backoff.reset()
         return rv
 
     def _dispatch(self, event: Obj, rv: str) -> str:

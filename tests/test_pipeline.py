@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from gpuid.sim import bundled_capture
 
 from .conftest import Sim, running_app, wait_for
@@ -122,3 +126,39 @@ async def test_oversized_output_is_refused(sim: Sim) -> None:
     async with running_app(sim, MAX_OUTPUT_BYTES="65536") as run:
         await wait_for(lambda: run.sample("gpuid_scans_total", result="exec_error") >= 1)
         assert run.memory.records == []
+
+
+async def test_empty_container_uses_the_default_container_annotation(sim: Sim) -> None:
+    sim.cluster.add_node("n1", capture=GB200)
+    sim.cluster.add_pod(
+        "dp-n1",
+        node="n1",
+        containers=("toolkit", "nvidia-device-plugin"),
+        annotations={"kubectl.kubernetes.io/default-container": "nvidia-device-plugin"},
+    )
+    sim.cluster.add_node("n2", capture=GB200)
+    sim.cluster.add_pod("dp-n2", node="n2", containers=("a", "b"))  # ambiguous: no annotation, two containers
+    async with running_app(sim, CONTAINER="") as run:
+        await wait_for(lambda: len(run.uuids("dp-n1")) == 4, what="the annotated pod")
+        await wait_for(
+            lambda: run.sample("gpuid_scans_total", result="exec_error") >= 1, what="the ambiguous pod"
+        )
+        assert run.uuids("dp-n2") == []
+        assert sim.cluster.request_counts["exec"] == 1  # the ambiguous pod was never exec'd into
+
+
+async def test_parse_error_names_the_pod_and_node_in_the_log(
+    sim: Sim, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add_gpu_node(sim, "junk", H100)
+    sim.cluster.set_exec("dp-junk", stdout=b"<nvidia_smi_log><gpu id='1'><uuid>GPU-1</uuid>")  # truncated
+    async with running_app(sim) as run:
+        await wait_for(lambda: run.sample("gpuid_scans_total", result="parse_error") >= 1)
+    logs = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    failure = next(e for e in logs if e["event"] == "pod scan failed")
+    assert (failure["node"], failure["pod"], failure["result"]) == (
+        "junk",
+        "gpu-operator/dp-junk",
+        "parse_error",
+    )
+    assert "gpu-operator/dp-junk" in failure["error"]

@@ -8,8 +8,9 @@ after the upgrade every frame is binary with the channel in its first byte
 (1-byte "ready" frames on stdout and stderr, then stdout and stderr data in
 ≤ 32 KiB frames, then the channel-3 Status that carries the exit code), and
 the server closes. Per-pod misbehaviour (delay, hang, exit code, missing
-nvidia-smi) comes from the cluster's fault switches. A client that leaves
-mid-stream is normal and is not logged.
+nvidia-smi) comes from the cluster's fault switches. Deleting the pod stops
+its containers, so a command still running ends with exit code 137. A
+client that leaves mid-stream is normal and is not logged.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from gpuid.sim.shell import ShellResult, run_command
 EXEC_PROTOCOL = "v4.channel.k8s.io"
 CHUNK_BYTES = 32 * 1024
 STDOUT, STDERR, STATUS = 1, 2, 3
+KILLED = 137  # exit code of a command killed with its container (SIGKILL)
 
 
 def _precheck(request: web.Request, cluster: SimCluster) -> web.Response | tuple[str, Sequence[str]]:
@@ -78,13 +80,38 @@ async def handle_exec(
     ws = web.WebSocketResponse(protocols=(EXEC_PROTOCOL,), compress=False, timeout=2.0)
     await ws.prepare(request)
     sockets.add(ws)
+    uid = cluster.pod(name, namespace)["metadata"]["uid"]
+    conversation = asyncio.create_task(_converse(ws, argv, result, behaviour), name="sim-exec")
+    deletion = asyncio.create_task(_until_deleted(cluster, namespace, name, uid), name="sim-exec-pod")
     try:
-        await _converse(ws, argv, result, behaviour)
+        await asyncio.wait([conversation, deletion], return_when=asyncio.FIRST_COMPLETED)
+        if not conversation.done():  # the pod was deleted: its containers stop, the command is killed
+            conversation.cancel()
+            await asyncio.wait([conversation])
+            if not ws.closed:
+                await ws.send_bytes(bytes([STATUS]) + wire.exec_status(argv, KILLED))
+        else:
+            conversation.result()  # re-raises what ended it (ConnectionError: handled below)
     except ConnectionError:
         pass  # the client left mid-stream, which clients are allowed to do
     finally:
+        for task in (conversation, deletion):
+            task.cancel()
+        await asyncio.wait([conversation, deletion])
         sockets.discard(ws)
     return ws
+
+
+async def _until_deleted(cluster: SimCluster, namespace: str, name: str, uid: str) -> None:
+    """Return once pod ``namespace/name`` with ``uid`` no longer exists."""
+    while (current := cluster.current("pods", namespace, name)) is not None:
+        if current.obj["metadata"]["uid"] != uid:
+            return
+        changed = cluster.log.changed()
+        try:
+            await changed
+        finally:
+            cluster.log.forget(changed)
 
 
 async def _until_client_leaves(ws: web.WebSocketResponse) -> None:
@@ -128,7 +155,7 @@ async def _converse(
         stdout = result.stdout if behaviour.stdout is None else behaviour.stdout
         exit_code = behaviour.exit_code or result.exit_code
         await _send(ws, STDOUT, stdout)
-        if result.stream_file is not None:
+        if result.stream_file is not None and behaviour.stdout is None:
             await _send_file(ws, result.stream_file, result.stream_limit)
         await _send(ws, STDERR, result.stderr + behaviour.stderr)
         if result.runtime > 0:  # the program is still running: its status comes later, or never

@@ -77,6 +77,15 @@ class FaultControls:
             raise ValueError("fail_requests needs n >= 0 and a 4xx/5xx status")
         self._failures.append(_FailureRule(n, status, path_contains))
 
+    @property
+    def pending_failures(self) -> int:
+        """Injected request failures not consumed yet."""
+        return sum(rule.remaining for rule in self._failures)
+
+    def clear_failures(self) -> None:
+        """Forget every injected request failure not consumed yet (the API server recovers)."""
+        self._failures = []
+
     def take_failure(self, path_qs: str) -> int | None:
         """The status to fail this request with, consuming one injected failure (server side)."""
         for rule in self._failures:

@@ -101,7 +101,10 @@ class PodFiles:
             return None if behaviour.missing else self._bug_report(namespace, pod, args, behaviour)
         if program not in ("sha256sum", "wc", "cat", "rm"):
             return None
-        found = [(a, self.host_path(namespace, pod, a)) for a in operands]
+        try:
+            found = [(a, self.host_path(namespace, pod, a)) for a in operands]
+        except ValueError as e:
+            return ShellResult(stderr=f"{program}: {e}\n".encode(), exit_code=1)
         missing = [a for a, p in found if not p.is_file()]
         if program == "rm":
             for _, host in found:

@@ -126,7 +126,8 @@ def _run_redirected(
     words = [w for w in words if not w.startswith("@redirect:")]
     result = run_simple(words, capture, missing_smi=missing_smi, programs=programs)
     if result is None:
-        result = ShellResult(stderr=f"sh: 1: {words[0]}: not found\n".encode(), exit_code=127)
+        program = (_strip_prefixes(words) or words)[0]
+        result = ShellResult(stderr=f"sh: 1: {program}: not found\n".encode(), exit_code=127)
     out, err = result.stdout, result.stderr
     for redirect in redirects:
         if redirect == "1:/dev/null":

@@ -190,6 +190,21 @@ async def test_spool_full_drops_and_counts(make_reading: Any, delivery_settings:
     await delivery.drain(2.0)
 
 
+async def test_a_dead_backend_filling_its_spool_costs_the_others_nothing(
+    make_reading: Any, running: Any, eventually: Any, delivery_settings: Any, tmp_path: Path
+) -> None:
+    up, down, metrics = Backend("up"), Backend("down"), Metrics()
+    down.down = True
+    settings = delivery_settings(batch_size=4, queue_size=8, spool_dir=tmp_path, spool_max_bytes=64 * 1024)
+    delivery = Delivery([up, down], metrics, settings)
+    async with running(delivery, grace=0.2):
+        for n in range(0, 300, 4):
+            delivery.submit([make_reading(i) for i in range(n, n + 4)])
+            await eventually(lambda n=n: len(up.records) == n + 4)  # the healthy backend keeps up
+    assert dropped(metrics, "down", "spool_full") > 0  # the dead backend's own spool filled up...
+    assert dropped(metrics, "up", "spool_full") == 0  # ...and the healthy one lost nothing to it
+
+
 async def test_drain_flushes_within_grace_and_spools_the_rest(
     make_reading: Any, running: Any, eventually: Any, delivery_settings: Any, tmp_path: Path
 ) -> None:

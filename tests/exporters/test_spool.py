@@ -54,15 +54,18 @@ def test_appends_share_a_segment_until_it_rolls(make_reading: Any, tmp_path: Pat
     spool.close()
 
 
-def test_budget_is_shared_by_all_exporters(make_reading: Any, tmp_path: Path) -> None:
+def test_each_exporter_has_its_own_budget(make_reading: Any, tmp_path: Path) -> None:
     spool = Spool(tmp_path, 4096)
-    a, b = spool.lane("a"), spool.lane("b")
-    written = 0
-    while a.append([make_reading(written)], loaded=False):
-        written += 1
-    assert written > 0
-    assert not b.append([make_reading(0)], loaded=False)
-    spool.close()
+    try:
+        a, b = spool.lane("a"), spool.lane("b")
+        written = 0
+        while a.append([make_reading(written)], loaded=False):
+            written += 1
+        assert written > 0
+        assert not a.append([make_reading(0)], loaded=False)  # a is full...
+        assert b.append([make_reading(0)], loaded=False)  # ...and b still has all of its room
+    finally:
+        spool.close()
 
 
 def test_one_process_per_spool_dir(tmp_path: Path) -> None:

@@ -1,0 +1,133 @@
+"""Every overlay renders with kubectl, passes the Kubernetes schemas and configures gpuid correctly."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpuid import __version__
+from gpuid.app import App
+from gpuid.config import load_settings
+from gpuid.options import OPTIONS
+
+from .manifests import (
+    DEPLOYMENT,
+    KUBERNETES_VERSIONS,
+    OVERLAYS,
+    environment,
+    find,
+    render,
+    render_text,
+    tool,
+    workloads,
+)
+
+# Read by the AWS SDK (botocore) inside the s3 exporter, not by gpuid's own settings.
+AWS_SDK_VARIABLES = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+# Custom resources of the Prometheus Operator: kubernetes-validate has no schema for them.
+CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}
+SECRET_LIKE = re.compile(r"PASSWORD|TOKEN|SECRET|DSN|ACCESS_KEY")
+
+
+def test_every_overlay_directory_is_tested() -> None:
+    on_disk = {p.name for p in (DEPLOYMENT / "overlays").iterdir() if p.is_dir()}
+    assert on_disk == set(OVERLAYS)
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_rendered_overlays_pass_kubernetes_validate_strict(version: str, tmp_path: Path) -> None:
+    files = []
+    for overlay in OVERLAYS:
+        files.append(tmp_path / f"{overlay}.yaml")
+        files[-1].write_text(render_text(overlay))
+    proc = subprocess.run(
+        [tool("kubernetes-validate"), "--strict", "-k", version, *map(str, files)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    report = proc.stdout + proc.stderr
+    assert proc.returncode == 0, report
+    passed = re.findall(r"passed for resource (\w+)/", report)
+    unchecked = set(re.findall(r"Couldn't find schema for kind (\w+)", report))
+    built_in = [d["kind"].lower() for o in OVERLAYS for d in render(o) if d["kind"] not in CUSTOM_KINDS]
+    assert sorted(passed) == sorted(built_in)  # every built-in object was checked, and passed
+    assert unchecked == CUSTOM_KINDS
+
+
+def test_kubernetes_validate_rejects_an_unknown_field(tmp_path: Path) -> None:
+    """The validator is really strict: a typo in a field name fails (so the test above means something)."""
+    broken = render_text("stdout").replace("terminationGracePeriodSeconds", "terminationGracePeriodSecond")
+    (tmp_path / "broken.yaml").write_text(broken)
+    proc = subprocess.run(
+        [
+            tool("kubernetes-validate"),
+            "--strict",
+            "-k",
+            KUBERNETES_VERSIONS[0],
+            str(tmp_path / "broken.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "terminationGracePeriodSecond" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_environment_variable_is_one_gpuid_knows(overlay: str) -> None:
+    known = {o.env for o in OPTIONS} | AWS_SDK_VARIABLES
+    docs = render(overlay)
+    for workload in workloads(docs):
+        unknown = sorted(set(environment(docs, workload)) - known)
+        assert unknown == [], f"{overlay}: {workload['kind']} sets variables gpuid does not know"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_secrets_are_referenced_never_inlined(overlay: str) -> None:
+    docs = render(overlay)
+    assert find(docs, "Secret") == []
+    for workload in workloads(docs):
+        for name, value in environment(docs, workload).items():
+            if SECRET_LIKE.search(name):
+                assert isinstance(value, dict), f"{name} must come from a Secret, not a literal"
+                assert set(value) == {"secretKeyRef"}, f"{name} must come from a secretKeyRef"
+
+
+async def test_gpuid_accepts_the_configuration_of_every_overlay(tmp_path: Path) -> None:
+    """gpuid's own start-up validation (settings, exporters, leader, labels, bug reports) passes."""
+    checked = 0
+    for overlay in OVERLAYS:
+        docs = render(overlay)
+        for workload in workloads(docs):
+            env = {
+                name: resolved(name, value, tmp_path / overlay)
+                for name, value in environment(docs, workload).items()
+            }
+            app = App(load_settings(env))
+            await app.delivery.drain(0.1)  # closes the exporters and the spool it opened
+            assert app.settings.cluster_name == "change-me"  # the placeholder the README tells users to set
+            checked += 1
+    assert checked == len(OVERLAYS) - 1  # monitoring has no workload
+
+
+def resolved(name: str, value: Any, scratch: Path) -> str:
+    """A value as the container would see it: downward API and Secret values stand in, paths go to scratch."""
+    if isinstance(value, dict):
+        return {"NODE_NAME": "gpu-node-1", "LEASE_NAMESPACE": "gpuid"}.get(name, f"from-{next(iter(value))}")
+    if name in ("SPOOL_DIR", "BUG_REPORT_DIR"):
+        return str(scratch / name.lower())
+    return str(value)
+
+
+@pytest.mark.parametrize("overlay", [o for o in OVERLAYS if o != "monitoring"])
+def test_the_image_is_this_version_of_gpuid(overlay: str) -> None:
+    images = {
+        c["image"] for w in workloads(render(overlay)) for c in w["spec"]["template"]["spec"]["containers"]
+    }
+    assert images == {f"gpuid:{__version__}"}
