@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--idle", type=float, default=30.0, help="seconds of idle measurement")
     parser.add_argument("--latency-pods", type=int, default=100)
     parser.add_argument(
-        "--flush", default="20ms", help="gpuid's EXPORT_FLUSH_INTERVAL (default 20ms; gpuid's own is 1s)"
+        "--flush", default="0s", help="gpuid's EXPORT_FLUSH_INTERVAL (default 0s, gpuid's own)"
     )
     asyncio.run(run(parser.parse_args(argv)))
 

@@ -29,9 +29,8 @@ from gpuid.labels import LabelSettings
 from gpuid.labelwriter import NodeLabeller
 from gpuid.leader import LeaderElector
 from gpuid.leasing import LeaderSettings, lease_api
-from gpuid.metrics import Metrics
+from gpuid.metrics import HealthServer, Metrics
 from gpuid.scanner import Scanner
-from gpuid.server import HealthServer
 from gpuid.session import ScanSession
 from gpuid.watch import Informer
 

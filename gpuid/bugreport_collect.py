@@ -27,9 +27,8 @@ import structlog
 from gpuid.bugreport_sinks import Destination, ReportWriter
 from gpuid.cluster import PodInfo
 from gpuid.errors import ExecError, GpuidError
-from gpuid.execstream import stream_exec
 from gpuid.metrics import Metrics
-from gpuid.podexec import CompletedExec, exec_in_pod
+from gpuid.podexec import CompletedExec, exec_in_pod, stream_exec
 from gpuid.smiread import SMI_PATH
 
 log = structlog.get_logger("gpuid.bugreport")
@@ -173,7 +172,7 @@ async def _download(
     digest = hashlib.sha256()
     received = 0
 
-    async def sink(chunk: bytes) -> None:
+    async def sink(chunk: memoryview) -> None:
         nonlocal received
         received += len(chunk)
         if received > size:

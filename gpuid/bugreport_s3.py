@@ -84,7 +84,7 @@ class _S3Writer:
         self._done = False
         self.location = f"s3://{bucket}/{key}"
 
-    async def write(self, chunk: bytes) -> None:
+    async def write(self, chunk: memoryview) -> None:
         self._buffer += chunk
         if len(self._buffer) >= PART_BYTES:
             await self._upload_part()

@@ -28,7 +28,7 @@ REPORT_GLOB = "nvidia-bug-report-*.gz"
 class ReportWriter(Protocol):
     location: str  # where the committed report is: a path, or s3://bucket/key
 
-    async def write(self, chunk: bytes) -> None: ...
+    async def write(self, chunk: memoryview) -> None: ...
 
     async def commit(self) -> None:
         """Make the report visible; called once, after every chunk was written and verified."""
@@ -93,7 +93,7 @@ class _LocalWriter:
         self._done = False
         self.location = str(final)
 
-    async def write(self, chunk: bytes) -> None:
+    async def write(self, chunk: memoryview) -> None:
         self._buffer += chunk
         if len(self._buffer) >= FLUSH_BYTES:
             await self._flush()

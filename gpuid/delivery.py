@@ -21,12 +21,11 @@ from itertools import islice
 import structlog
 
 from gpuid.config import Settings
-from gpuid.errors import ExportError
+from gpuid.errors import Backoff, ExportError
 from gpuid.exporters import Exporter
 from gpuid.exporters.settings import DeliverySettings, env_of
 from gpuid.metrics import Metrics
 from gpuid.records import GPUReading
-from gpuid.retry import Backoff
 from gpuid.spool import Spool, SpoolCorruptError, SpoolLane
 
 log = structlog.get_logger("gpuid.delivery")

@@ -1,11 +1,15 @@
-"""The one exception tree of gpuid.
+"""The one exception tree of gpuid, and how long to wait before trying again.
 
 Every failure gpuid can explain is a ``GpuidError``; callers catch the branch
 they can act on. ``transient`` tells retry loops whether trying again can help,
-so a 401 or a bad config is never retried forever.
+so a 401 or a bad config is never retried forever; ``Backoff`` is the one
+capped, jittered schedule every retry loop (watch, scans, delivery) uses.
 """
 
 from __future__ import annotations
+
+import random
+from dataclasses import dataclass
 
 
 class GpuidError(Exception):
@@ -61,3 +65,20 @@ class ExportError(GpuidError):
     """A backend refused or could not take a batch of records."""
 
     transient = True
+
+
+@dataclass
+class Backoff:
+    """Delays of ``base * 2**n`` capped at ``cap``, drawn uniformly from [cap/2, cap]-style jitter."""
+
+    base: float = 0.5
+    cap: float = 30.0
+    attempt: int = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.cap, self.base * (2 ** min(self.attempt, 32)))
+        self.attempt += 1
+        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not crypto
+
+    def reset(self) -> None:
+        self.attempt = 0

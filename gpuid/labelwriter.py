@@ -21,10 +21,10 @@ import aiohttp
 import structlog
 
 from gpuid.cluster import NodeDirectory, NodeInfo, PodInfo
+from gpuid.errors import Backoff
 from gpuid.labels import LabelSettings, desired_labels, label_patch, owned
 from gpuid.metrics import Metrics
 from gpuid.records import GPUReading
-from gpuid.retry import Backoff
 
 log = structlog.get_logger("gpuid.labels")
 MERGE_PATCH = "application/merge-patch+json"

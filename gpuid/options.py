@@ -42,7 +42,7 @@ OPTIONS: list[Option] = [
     Option('KUBECONFIG', '', 'Kubeconfig path, used when not running in a cluster.'),
     # --- export ---
     Option('EXPORT_BATCH_SIZE', '500', 'Most records per batch sent to one exporter.', 'export'),
-    Option('EXPORT_FLUSH_INTERVAL', '1s', 'Longest wait for a batch to fill before it is sent.', 'export'),
+    Option('EXPORT_FLUSH_INTERVAL', '0s', 'Longest wait for a batch to fill; 0 = send as soon as the exporter is idle (records that queue meanwhile form the next batch).', 'export'),
     Option('EXPORT_QUEUE_SIZE', '10000', 'Records held in memory per exporter; beyond it records go to the spool, or are dropped and counted.', 'export'),
     Option('EXPORT_RETRY_MAX_BACKOFF', '30s', 'Longest wait between retries of a failed batch.', 'export'),
     Option('SPOOL_DIR', '', 'Directory where unacknowledged records survive restarts (empty = off).', 'export'),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,9 @@ def exit_code_from_status(raw: bytes) -> int:
         raise ExecError(f"exec failed: {message or 'unreadable status'}") from e
 
 
+Sink = Callable[[memoryview], Awaitable[None]]
+
+
 async def exec_in_pod(
     core_ws: Any,
     *,
@@ -56,10 +60,48 @@ async def exec_in_pod(
     timeout: float,
     max_bytes: int,
 ) -> CompletedExec:
-    """Run ``command`` in ``namespace/pod`` and collect stdout, stderr and the exit code."""
+    """Run ``command`` in ``namespace/pod`` and collect stdout (at most ``max_bytes``), stderr, exit code."""
+    chunks: list[memoryview] = []  # views of the frames, not copies: the join below is the only copy
+    size = 0
+
+    async def collect(chunk: memoryview) -> None:
+        nonlocal size
+        size += len(chunk)
+        if size > max_bytes:
+            raise ExecError(f"output exceeded {max_bytes} bytes", transient=False)
+        chunks.append(chunk)
+
+    done = await stream_exec(
+        core_ws,
+        namespace=namespace,
+        pod=pod,
+        container=container,
+        command=command,
+        sink=collect,
+        timeout=timeout,
+    )
+    return CompletedExec(b"".join(chunks), done.stderr, done.exit_code)
+
+
+async def stream_exec(
+    core_ws: Any,
+    *,
+    namespace: str,
+    pod: str,
+    container: str,
+    command: list[str],
+    sink: Sink,
+    timeout: float,
+) -> CompletedExec:
+    """Run ``command`` and hand every stdout chunk to ``sink`` as it arrives (``stdout`` stays empty).
+
+    A 50 MB bug report streams through here without being held in memory: the
+    sink's pace is the flow control (aiohttp stops reading the socket while it
+    waits, and the API server stops sending). The deadline covers the sink too.
+    """
     try:
         async with asyncio.timeout(timeout):
-            return await _exec(core_ws, (namespace, pod, container), command, max_bytes)
+            return await _frames(core_ws, (namespace, pod, container), command, sink)
     except TimeoutError:
         raise ExecError(f"exec did not finish within {timeout:g}s", timed_out=True) from None
     except aiohttp.WSServerHandshakeError as e:
@@ -68,12 +110,10 @@ async def exec_in_pod(
         raise ExecError(f"exec transport error: {type(e).__name__}: {e}") from e
 
 
-async def _exec(
-    core_ws: Any, target: tuple[str, str, str], command: list[str], max_bytes: int
+async def _frames(
+    core_ws: Any, target: tuple[str, str, str], command: list[str], sink: Sink
 ) -> CompletedExec:
     namespace, pod, container = target
-    stdout: list[memoryview] = []  # views, not copies: the join below is the only copy
-    size = 0
     stderr = bytearray()
     status: bytes | None = None
     ctx = await core_ws.connect_get_namespaced_pod_exec(
@@ -98,10 +138,7 @@ async def _exec(
                 continue
             channel = data[0]
             if channel == STDOUT:
-                size += len(data) - 1
-                if size > max_bytes:
-                    raise ExecError(f"output exceeded {max_bytes} bytes", transient=False)
-                stdout.append(memoryview(data)[1:])
+                await sink(memoryview(data)[1:])
             elif channel == STDERR:
                 if len(stderr) < STDERR_CAP:
                     stderr += data[1 : 1 + STDERR_CAP - len(stderr)]
@@ -109,4 +146,4 @@ async def _exec(
                 status = data[1:]
     if status is None:
         raise ExecError("exec stream closed without a status (connection lost?)")
-    return CompletedExec(b"".join(stdout), bytes(stderr), exit_code_from_status(status))
+    return CompletedExec(b"", bytes(stderr), exit_code_from_status(status))

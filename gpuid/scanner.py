@@ -18,10 +18,9 @@ import structlog
 from gpuid.cluster import NodeDirectory, PodInfo
 from gpuid.config import ScanSettings
 from gpuid.delivery import Delivery
-from gpuid.errors import ExecError, ParseError
+from gpuid.errors import Backoff, ExecError, ParseError
 from gpuid.metrics import Metrics
 from gpuid.records import GPUReading, SmiReport, readings_from_report
-from gpuid.retry import Backoff
 from gpuid.smiread import read_gpus
 
 log = structlog.get_logger("gpuid.scanner")

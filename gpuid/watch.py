@@ -20,9 +20,8 @@ from typing import Any
 import aiohttp
 import structlog
 
-from gpuid.errors import ApiError
+from gpuid.errors import ApiError, Backoff
 from gpuid.metrics import Metrics
-from gpuid.retry import Backoff
 
 log = structlog.get_logger("gpuid.watch")
 

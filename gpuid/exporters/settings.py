@@ -35,7 +35,7 @@ def _identifier(env: Env, name: str) -> str:
 @dataclass(frozen=True)
 class DeliverySettings:
     batch_size: int = 500  # one COPY / one object per batch; bigger batches amortise round trips
-    flush_interval: float = 1.0  # a lone record still leaves within a second
+    flush_interval: float = 0.0  # 0: send when the exporter is idle; what queues meanwhile is the next batch
     queue_size: int = 10_000  # per exporter, in memory; the spool takes over beyond it
     retry_max_backoff: float = 30.0  # a backend that comes back is noticed within this
     spool_dir: Path | None = None  # off by default: a DaemonSet needs a volume for it
@@ -50,7 +50,7 @@ class DeliverySettings:
         spool = env.str("SPOOL_DIR")
         return cls(
             batch_size=batch,
-            flush_interval=env.duration("EXPORT_FLUSH_INTERVAL"),
+            flush_interval=env.duration("EXPORT_FLUSH_INTERVAL", positive=False),
             queue_size=queue,
             retry_max_backoff=env.duration("EXPORT_RETRY_MAX_BACKOFF"),
             spool_dir=Path(spool) if spool else None,
