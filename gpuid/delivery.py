@@ -62,7 +62,6 @@ class Delivery:
         self._lanes = [_Lane(e, self._spool.lane(e.name) if self._spool else None) for e in exporters]
         for lane in self._lanes:
             metrics.init_exporter(lane.name)
-            metrics.export_duration.labels(lane.name)
             if lane.spool is not None and lane.spool.segments:
                 log.info("spooled records recovered", exporter=lane.name, records=lane.waiting())
             self._refill(lane)
@@ -248,6 +247,5 @@ class Delivery:
             if not lane.pending:
                 return
             # An interrupted batch is sent again unchanged, so exporters can recognise the retry.
-            batch = lane.batch or list(islice(lane.pending, self._config.batch_size))
-            lane.batch = batch
-            await self._deliver(lane, batch)
+            lane.batch = lane.batch or list(islice(lane.pending, self._config.batch_size))
+            await self._deliver(lane, lane.batch)

@@ -115,6 +115,7 @@ class Metrics:
         self.export_success.labels(name)
         self.export_failure.labels(name)
         self.export_queue.labels(name)
+        self.export_duration.labels(name)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -38,7 +38,7 @@ OPTIONS: list[Option] = [
     Option('SHUTDOWN_GRACE', '20s', 'How long in-flight scans and exports may run after SIGTERM.'),
     Option('LOG_LEVEL', 'info', 'debug, info, warning or error.'),
     Option('LOG_FORMAT', 'auto', 'json, console, or auto (console on a TTY, else json).'),
-    Option('SERVER_PORT', '8080', 'Port of /metrics, /healthz and /readyz (0 = off).'),
+    Option('SERVER_PORT', '8080', 'Port of /metrics, /healthz and /readyz (0 = any free port, logged at start-up).'),
     Option('KUBECONFIG', '', 'Kubeconfig path, used when not running in a cluster.'),
     # --- export ---
     Option('EXPORT_BATCH_SIZE', '500', 'Most records per batch sent to one exporter.', 'export'),

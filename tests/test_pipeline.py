@@ -8,7 +8,7 @@ import pytest
 
 from gpuid.sim import bundled_capture
 
-from .conftest import Sim, running_app, wait_for
+from .conftest import FIXTURES, Sim, running_app, wait_for
 
 H100 = "gpuid-h100-sxm-x8"
 GB200 = "gpuid-gb200-x4"
@@ -162,3 +162,14 @@ async def test_parse_error_names_the_pod_and_node_in_the_log(
         "parse_error",
     )
     assert "gpu-operator/dp-junk" in failure["error"]
+
+
+async def test_duplicate_uuids_in_one_scan_are_kept_counted_and_logged(sim: Sim) -> None:
+    xml = (FIXTURES / "nvidia-smi" / "xml" / "telegraf-dual-2080-duplicate-uuid.xml").read_bytes()
+    sim.cluster.add_capture("dual-2080", xml)
+    add_gpu_node(sim, "dup", "dual-2080")
+    async with running_app(sim) as run:
+        await wait_for(lambda: len(run.memory.records) == 2)
+        assert len(set(run.uuids())) == 1  # sanitised output: two GPUs, one UUID
+        assert {r.gpu_index for r in run.memory.records} == {0, 1}
+        assert run.sample("gpuid_duplicate_uuids_total") == 1

@@ -26,6 +26,21 @@ def test_every_setting_is_documented() -> None:
     assert missing == []
 
 
+def test_documented_defaults_are_the_real_ones() -> None:
+    """The first table row of each variable shows its default: `value`, or words when it has none."""
+    defaults = {o.env: o.default for o in OPTIONS}
+    seen: dict[str, str] = {}
+    for env, cell in re.findall(r"^\| `([A-Z0-9_]+)` \| ([^|]*) \|", README, flags=re.M):
+        if env in defaults and env not in seen:
+            seen[env] = cell.strip()
+    for env, cell in seen.items():
+        code = re.fullmatch(r"`([^`]*)`", cell)
+        if code:
+            assert code.group(1) == defaults[env], env
+        else:
+            assert defaults[env] == "", f"{env}: README says {cell!r}, the default is {defaults[env]!r}"
+
+
 def test_every_metric_is_documented() -> None:
     names = set()
     for family in Metrics().registry.collect():

@@ -101,20 +101,20 @@ async def create_lease(request: web.Request, cluster: SimCluster) -> web.Respons
     if cluster.current(RESOURCE, namespace, name) is not None:
         message = f'leases.coordination.k8s.io "{name}" already exists'
         return wire.status_response(409, message, "AlreadyExists")
-    lease: Obj = {
-        "kind": "Lease",
-        "apiVersion": API_VERSION,
-        "metadata": {
-            **body["metadata"],
-            "name": name,
-            "namespace": namespace,
-            "uid": str(uuid.uuid4()),
-            "creationTimestamp": objects.now(),
-        },
-        "spec": dict(body.get("spec") or {}),
-    }
+    lease = _lease(body, namespace, name, uid=str(uuid.uuid4()), creationTimestamp=objects.now())
     cluster.create_object(RESOURCE, namespace, name, lease)
     return _stored_response(cluster, namespace, name, status=201)
+
+
+def _lease(body: Obj, namespace: str, name: str, **kept: str) -> Obj:
+    """The stored Lease: the client's metadata and spec, with what the server owns laid over."""
+    meta = {**body["metadata"], "name": name, "namespace": namespace, **kept}
+    return {
+        "kind": "Lease",
+        "apiVersion": API_VERSION,
+        "metadata": meta,
+        "spec": dict(body.get("spec") or {}),
+    }
 
 
 async def update_lease(request: web.Request, cluster: SimCluster) -> web.Response:
@@ -133,19 +133,14 @@ async def update_lease(request: web.Request, cluster: SimCluster) -> web.Respons
         return _conflict(name)
     if body["metadata"].get("uid") not in (None, meta["uid"]):
         return _conflict(name)
-    lease: Obj = {
-        "kind": "Lease",
-        "apiVersion": API_VERSION,
-        "metadata": {
-            **body["metadata"],
-            "name": name,
-            "namespace": namespace,
-            "uid": meta["uid"],
-            "creationTimestamp": meta["creationTimestamp"],
-            "resourceVersion": meta["resourceVersion"],
-        },
-        "spec": dict(body.get("spec") or {}),
-    }
+    lease = _lease(
+        body,
+        namespace,
+        name,
+        uid=meta["uid"],
+        creationTimestamp=meta["creationTimestamp"],
+        resourceVersion=meta["resourceVersion"],
+    )
     if lease != current.obj:
         cluster.replace_object(RESOURCE, namespace, name, lease)
     return _stored_response(cluster, namespace, name)
