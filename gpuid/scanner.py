@@ -59,7 +59,8 @@ class Scanner:
         self._delivery = delivery
         self._metrics = metrics
         self._pods: dict[str, _PodState] = {}
-        self._gpus: dict[str, int] = {}
+        self._gpus: dict[str, int] = {}  # pod uid -> GPUs in its latest scan
+        self._gpu_total = 0
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self.in_flight = 0
         self._idle = asyncio.Event()
@@ -95,9 +96,15 @@ class Scanner:
         state = self._pods.pop(uid, None)
         if state and state.retry:
             state.retry.cancel()
-        if self._gpus.pop(uid, None) is not None:
-            self._metrics.gpus_observed.set(sum(self._gpus.values()))
+        self._count_gpus(uid, 0)
         self._metrics.pods_tracked.set(len(self._pods))
+
+    def _count_gpus(self, uid: str, gpus: int) -> None:
+        """Keep ``gpuid_gpus_observed`` as a running total (no O(pods) sum per scan)."""
+        self._gpu_total += gpus - self._gpus.pop(uid, 0)
+        if gpus:
+            self._gpus[uid] = gpus
+        self._metrics.gpus_observed.set(self._gpu_total)
 
     def _requeue(self, uid: str) -> None:
         state = self._pods.get(uid)
@@ -169,8 +176,7 @@ class Scanner:
         state.scanned_restarts = pod.restarts
         state.backoff.reset()
         if pod.uid in self._pods:
-            self._gpus[pod.uid] = len(readings)
-            self._metrics.gpus_observed.set(sum(self._gpus.values()))
+            self._count_gpus(pod.uid, len(readings))
         log.info("pod scanned", node=pod.node, pod=pod.source, gpus=len(readings))
         if self._on_scanned is not None:
             self._on_scanned(pod, readings)
