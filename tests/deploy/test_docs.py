@@ -1,8 +1,4 @@
-"""The deployment docs stay true: their jq recipes run on real gpuid logs, their overlay renders.
-
-The docs are docs-deploy.md until merged into README.md; recipes and examples
-are read from whichever has them.
-"""
+"""The README's deployment docs stay true: their jq recipes run on real gpuid logs, their overlay renders."""
 
 from __future__ import annotations
 
@@ -21,7 +17,7 @@ VERIFY = "kubectl -n gpuid logs -l app.kubernetes.io/name=gpuid --tail=-1 | jq "
 
 
 def docs() -> str:
-    return "\n".join(p.read_text() for p in (ROOT / "README.md", ROOT / "docs-deploy.md") if p.exists())
+    return (ROOT / "README.md").read_text()
 
 
 def verify_recipes() -> list[list[str]]:
