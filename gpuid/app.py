@@ -128,8 +128,9 @@ class App:
                 for task in driver_tasks:
                     task.cancel()
                 await asyncio.wait([nodes_task, export_task, *driver_tasks])
-                await self.delivery.drain(self.settings.shutdown_grace)
         finally:
+            # Also when a component failed: what is queued still gets its grace period (or the spool).
+            await self.delivery.drain(self.settings.shutdown_grace)
             if self.elector is not None:  # after the drain, so the checkpoint covers what it delivered
                 await self.elector.release()
 
@@ -150,10 +151,11 @@ class App:
         self.metrics.leader.set(1)
         session = self._new_session(clients, nodes, {})
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(session.run(), name="scan-session")
+            running = tg.create_task(session.run(), name="scan-session")
             await self._stop.wait()
             log.info("shutting down", in_flight=session.scanner.in_flight)
             await session.stop(self.settings.shutdown_grace / 2)
+            running.cancel()  # stopped before it ever ran (SIGTERM during start-up): do not wait for it
 
     async def _scan_while_leading(
         self, elector: LeaderElector, clients: KubeClients, nodes: NodeDirectory
@@ -174,6 +176,7 @@ class App:
                     await asyncio.wait([held, ending], return_when=asyncio.FIRST_COMPLETED)
                     ending.cancel()
                 if held.done():  # lost the Lease: stop scanning now, before it can expire
+                    session.scanner.close()  # no retry timer outlives the term; its gauges go to 0
                     self.session = None  # its checkpoint is not written under another term
                 for task in (running, held, stopping):
                     task.cancel()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
 from collections.abc import Sequence
 from itertools import islice
 
@@ -24,31 +23,14 @@ from gpuid.config import Settings
 from gpuid.errors import Backoff, ExportError
 from gpuid.exporters import Exporter
 from gpuid.exporters.settings import DeliverySettings, env_of
+from gpuid.lane import Lane, Tally
 from gpuid.metrics import Metrics
 from gpuid.records import GPUReading
-from gpuid.spool import Spool, SpoolCorruptError, SpoolLane
+from gpuid.spool import Spool, SpoolCorruptError
 
 log = structlog.get_logger("gpuid.delivery")
 
-CLOSE_TIMEOUT = 5.0
-
-
-class _Lane:
-    """The queue and state of one exporter."""
-
-    def __init__(self, exporter: Exporter, spool: SpoolLane | None) -> None:
-        self.exporter = exporter
-        self.name = exporter.name
-        self.spool = spool
-        self.pending: deque[GPUReading] = deque()  # oldest first; the batch in flight is its head
-        self.batch: list[GPUReading] = []
-        self.wakeup = asyncio.Event()
-        self.opened = False
-        self.healthy = False  # until the backend has been reached once
-        self.dropping = False  # log a drop episode once, count every record
-
-    def waiting(self) -> int:
-        return len(self.pending) + (self.spool.unloaded_records if self.spool else 0)
+CLOSE_TIMEOUT = 5.0  # for closing every exporter, together
 
 
 class Delivery:
@@ -59,7 +41,7 @@ class Delivery:
         self._metrics = metrics
         segment = min(1000, cfg.queue_size)  # records per spool file
         self._spool = Spool(cfg.spool_dir, cfg.spool_max_bytes, segment) if cfg.spool_dir else None
-        self._lanes = [_Lane(e, self._spool.lane(e.name) if self._spool else None) for e in exporters]
+        self._lanes = [Lane(e, self._spool.lane(e.name) if self._spool else None) for e in exporters]
         for lane in self._lanes:
             metrics.init_exporter(lane.name)
             if lane.spool is not None and lane.spool.segments:
@@ -78,6 +60,10 @@ class Delivery:
         """Records not yet acknowledged, per exporter."""
         return {lane.name: lane.waiting() for lane in self._lanes}
 
+    def tallies(self) -> list[Tally]:
+        """Each lane's running counts, for the handover checkpoint."""
+        return [lane.tally() for lane in self._lanes]
+
     def submit(self, readings: Sequence[GPUReading]) -> None:
         """Queue ``readings`` for every exporter; never blocks, never drops silently."""
         if not readings:
@@ -87,7 +73,7 @@ class Delivery:
             self._update_gauges(lane)
             lane.wakeup.set()
 
-    def _accept(self, lane: _Lane, readings: list[GPUReading]) -> None:
+    def _accept(self, lane: Lane, readings: list[GPUReading]) -> None:
         room = self._config.queue_size - len(lane.pending)
         if lane.spool is None:
             lane.pending.extend(readings[:room])
@@ -110,13 +96,13 @@ class Delivery:
         if to_memory:
             lane.pending.extend(readings)
 
-    def _drop(self, lane: _Lane, count: int, reason: str) -> None:
+    def _drop(self, lane: Lane, count: int, reason: str) -> None:
         self._metrics.export_dropped.labels(lane.name, reason).inc(count)
         if not lane.dropping:
             lane.dropping = True
             log.error("records dropped", exporter=lane.name, reason=reason, records=count)
 
-    def _refill(self, lane: _Lane) -> None:
+    def _refill(self, lane: Lane) -> None:
         """Move spooled segments into memory while they fit (or memory is empty)."""
         spool = lane.spool
         while spool is not None and (segment := spool.next_unloaded()) is not None:
@@ -126,10 +112,12 @@ class Delivery:
                 lane.pending.extend(spool.load_next())
             except SpoolCorruptError as e:
                 count = spool.discard_next()
+                lane.left += count  # it was behind what memory holds: count all of that as lost too
+                lane.lost_through = max(lane.lost_through, lane.left + len(lane.pending))
                 self._metrics.export_dropped.labels(lane.name, "spool_corrupt").inc(count)
                 log.error("spool segment unreadable, set aside", exporter=lane.name, error=str(e))
 
-    def _update_gauges(self, lane: _Lane) -> None:
+    def _update_gauges(self, lane: Lane) -> None:
         self._metrics.export_queue.labels(lane.name).set(lane.waiting())
         if lane.spool is not None:
             self._metrics.spool_bytes.labels(lane.name).set(lane.spool.bytes)
@@ -144,12 +132,12 @@ class Delivery:
             for lane in self._lanes:
                 tg.create_task(self._run_lane(lane), name=f"export-{lane.name}")
 
-    async def _run_lane(self, lane: _Lane) -> None:
+    async def _run_lane(self, lane: Lane) -> None:
         await self._connect(lane)
         while True:
             await self._deliver(lane, await self._next_batch(lane))
 
-    async def _connect(self, lane: _Lane) -> None:
+    async def _connect(self, lane: Lane) -> None:
         """Open the backend at start-up so /readyz tells the truth before the first record."""
         backoff = self._backoff()
         while not lane.opened:
@@ -164,7 +152,7 @@ class Delivery:
             else:
                 lane.opened = lane.healthy = True
 
-    async def _next_batch(self, lane: _Lane) -> list[GPUReading]:
+    async def _next_batch(self, lane: Lane) -> list[GPUReading]:
         """Wait for a full batch, or for ``flush_interval`` after the first record."""
         loop = asyncio.get_running_loop()
         deadline: float | None = None
@@ -180,7 +168,7 @@ class Delivery:
         lane.batch = list(islice(lane.pending, self._config.batch_size))
         return lane.batch
 
-    async def _deliver(self, lane: _Lane, batch: list[GPUReading]) -> None:
+    async def _deliver(self, lane: Lane, batch: list[GPUReading]) -> None:
         """Send ``batch`` until it is acknowledged or fails permanently."""
         backoff = self._backoff()
         while True:
@@ -205,14 +193,17 @@ class Delivery:
             if not error.transient:
                 log.error("export failed permanently, batch dropped", records=len(batch), **fields)
                 self._metrics.export_dropped.labels(lane.name, "permanent").inc(len(batch))
-                self._ack(lane, len(batch))
+                self._ack(lane, len(batch), lost=True)
                 return
             log.warning("export failed, will retry", retry_in=round(delay, 2), **fields)
             await asyncio.sleep(delay)
 
-    def _ack(self, lane: _Lane, count: int) -> None:
+    def _ack(self, lane: Lane, count: int, *, lost: bool = False) -> None:
         for _ in range(count):
             lane.pending.popleft()
+        lane.left += count
+        if lost:
+            lane.lost_through = max(lane.lost_through, lane.left)
         if lane.spool is not None:
             lane.spool.ack(count)
         lane.batch = []
@@ -234,14 +225,13 @@ class Delivery:
                     self._metrics.export_dropped.labels(name, "shutdown").inc(count)
                 log.error("shutdown grace ran out, records dropped", records=left)
         finally:
-            for lane in self._lanes:
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(CLOSE_TIMEOUT):
-                        await lane.exporter.close()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await asyncio.gather(*(n.exporter.close() for n in self._lanes), return_exceptions=True)
             if self._spool is not None:
                 self._spool.close()
 
-    async def _drain_lane(self, lane: _Lane) -> None:
+    async def _drain_lane(self, lane: Lane) -> None:
         while True:
             self._refill(lane)
             if not lane.pending:

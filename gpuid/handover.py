@@ -5,25 +5,35 @@ it: 5,000 duplicate exports would be wrong and slow. The leader therefore
 keeps one number, the *scan checkpoint*: the highest pod resourceVersion
 ``W`` such that every pod state with ``resourceVersion <= W`` that was due
 for a scan (ready, not scanned at its restart count) has been scanned *and
-its records acknowledged by every exporter* — a record still in memory dies
-with the leader, so its pod must be scanned again. ``W`` is the rv just below
-the oldest due-but-undelivered pod, or the newest pod rv seen when there is
-none. It rides on every Lease renewal as an annotation (no extra request).
-A successor trusts a ready pod whose current rv is ``<= W``: that state was
-seen, scanned and delivered by its predecessor. So only records delivered
-since the last renewal (the in-flight batch), and pods behind a failing one,
-are exported twice; none is ever skipped. Deliveries are tracked by count:
-each lane is a FIFO, so a pod's records are acknowledged once the records
-still waiting are fewer than those submitted after it. The watch scope is
-stored with ``W``, and a checkpoint for another scope is ignored.
+its records delivered by every exporter* — a record still in memory dies
+with the leader, and a dropped one never arrives, so its pod must be scanned
+again. ``W`` is the rv just below the oldest due-but-undelivered pod, or the
+newest pod rv seen when there is none. It rides on every Lease renewal as an
+annotation (no extra request). A successor trusts a ready pod whose current
+rv is ``<= W``: that state was seen, scanned and delivered by its
+predecessor. So only records delivered since the last renewal (the in-flight
+batch), and pods behind a failing one, are exported twice; none is skipped.
+
+Deliveries are tracked by position in each exporter's lane, a FIFO
+(``gpuid.lane``): accepted records leave it in order, delivered or lost (a
+permanent export failure, an unreadable spool segment). A pod's records in a
+lane are the positions it accepted between the previous scan's submission
+and this one's; they are settled once every lane has let its last one go.
+A pod stays due — the checkpoint cannot pass it this term — when a lane
+refused any of its records on arrival (queue or spool full, spool error), or
+when, by the time they settled, a lane had lost a record at or after its
+first position. A loss further on thus holds it back too: a few duplicates
+after a handover, never a skipped pod. The watch scope is stored with ``W``,
+and a checkpoint for another scope is ignored.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from gpuid.cluster import PodInfo
+from gpuid.lane import Tally
 
 CHECKPOINT_KEY = "gpuid.io/scanned-through"
 SCOPE_KEY = "gpuid.io/scan-scope"
@@ -32,11 +42,14 @@ SCOPE_KEY = "gpuid.io/scan-scope"
 class ScanProgress:
     """The checkpoint this replica can vouch for, and the one it inherited."""
 
-    def __init__(self, scope: str, inherited: Mapping[str, str], backlog: Callable[[], int]) -> None:
+    def __init__(
+        self, scope: str, inherited: Mapping[str, str], tallies: Callable[[], Sequence[Tally]]
+    ) -> None:
         self.scope = scope
-        self._backlog = backlog  # records not yet acknowledged by the slowest exporter
-        self._submitted = 0  # records this term has handed to delivery
-        self._undelivered: deque[tuple[int, str, int]] = deque()  # (submitted after it, uid, restarts)
+        self._tallies = tallies  # each exporter lane's running counts (``Delivery.tallies``)
+        self._last = list(tallies())  # the counts after the previous submission
+        # (per lane: its first and past-its-last position, uid, restarts), oldest first
+        self._undelivered: deque[tuple[list[tuple[int, int]], str, int]] = deque()
         raw = inherited.get(CHECKPOINT_KEY, "")
         same_scope = inherited.get(SCOPE_KEY) == scope
         self.inherited = int(raw) if same_scope and raw.isdigit() else 0
@@ -71,15 +84,28 @@ class ScanProgress:
         self._done[pod.uid] = pod.restarts
 
     def scanned(self, pod: PodInfo, records: int) -> None:
-        """A scan of ``pod`` succeeded and its ``records`` were just submitted for delivery."""
+        """A scan of ``pod`` succeeded and its ``records`` were *just* submitted for delivery.
+
+        What the lanes accepted since the previous call is taken to be this pod's:
+        the scanner submits and reports a scan with no ``await`` in between.
+        """
         self._done[pod.uid] = pod.restarts
-        self._submitted += records
-        self._undelivered.append((self._submitted, pod.uid, pod.restarts))
+        last, self._last = self._last, list(self._tallies())
+        spans = [(before.accepted, now.accepted) for now, before in zip(self._last, last, strict=True)]
+        if any(end - start < records for start, end in spans):
+            return  # a lane refused some of them (queue or spool full): the pod stays due
+        self._undelivered.append((spans, pod.uid, pod.restarts))
 
     def _settle_deliveries(self) -> None:
-        acknowledged = self._submitted - self._backlog()  # of ours, at least (FIFO lanes)
-        while self._undelivered and self._undelivered[0][0] <= acknowledged:
-            _, uid, restarts = self._undelivered.popleft()
+        lanes = self._tallies()
+        while self._undelivered and all(
+            lane.left >= end for lane, (_, end) in zip(lanes, self._undelivered[0][0], strict=True)
+        ):
+            spans, uid, restarts = self._undelivered.popleft()
+            if any(
+                start < min(end, lane.lost_through) for lane, (start, end) in zip(lanes, spans, strict=True)
+            ):
+                continue  # a lane lost one of its records, or a later one: it stays due
             due = self._due.get(uid)
             if due is not None and due[1] == restarts:
                 del self._due[uid]

@@ -32,6 +32,7 @@ from gpuid.metrics import Metrics
 
 log = structlog.get_logger("gpuid.leader")
 Annotations = Callable[[], Mapping[str, str] | None]
+RELEASE_TIMEOUT = 2.0  # seconds: shutdown must fit terminationGracePeriodSeconds; else the Lease expires
 
 
 def micro_time(now: datetime | None = None) -> str:
@@ -99,7 +100,7 @@ class LeaderElector:
         self.is_leader = False
         self._metrics.leader.set(0)
         try:
-            async with asyncio.timeout(self.settings.renew_deadline):
+            async with asyncio.timeout(min(RELEASE_TIMEOUT, self.settings.renew_deadline)):
                 lease = await self._api.get()
                 if lease is None or _spec(lease).get("holderIdentity") != self.settings.identity:
                     return
@@ -110,7 +111,9 @@ class LeaderElector:
                 await self._api.update(lease)
         except (ApiError, aiohttp.ClientError, OSError, TimeoutError) as e:
             self._metrics.lease_errors.labels("release").inc()
-            log.warning("could not release the leader lease; it will expire", error=str(e))
+            log.warning(
+                "could not release the leader lease; it will expire", error=str(e) or type(e).__name__
+            )
             return
         self._metrics.leader_transitions.labels("released").inc()
         log.info("released the leader lease", identity=self.settings.identity)

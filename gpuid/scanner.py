@@ -33,6 +33,7 @@ class _PodState:
     pod: PodInfo
     scanned_restarts: int | None = None  # restart count at the last successful scan
     queued: bool = False
+    scanning: bool = False  # a worker has it: events meanwhile must not start a second scan
     retry: asyncio.TimerHandle | None = None
     backoff: Backoff = field(default_factory=lambda: Backoff(base=1.0, cap=300.0))
 
@@ -82,7 +83,8 @@ class Scanner:
             state = self._pods[pod.uid] = _PodState(pod)
         state.pod = pod
         self._metrics.pods_tracked.set(len(self._pods))
-        if pod.ready and state.scanned_restarts != pod.restarts and not state.queued and state.retry is None:
+        due = pod.ready and state.scanned_restarts != pod.restarts
+        if due and not (state.queued or state.scanning or state.retry or self._closing):
             state.queued = True
             self._queue.put_nowait(pod.uid)
 
@@ -137,12 +139,16 @@ class Scanner:
                 continue
             self.in_flight += 1
             self._idle.clear()
+            state.scanning = True
             try:
                 await self._scan(state)
             finally:
+                state.scanning = False
                 self.in_flight -= 1
                 if not self.in_flight:
                     self._idle.set()
+            if self._pods.get(state.pod.uid) is state:  # a restart seen mid-scan still gets its rescan
+                self.on_pod_event("MODIFIED", state.pod)
 
     async def _scan(self, state: _PodState) -> None:
         pod = source = state.pod
@@ -207,24 +213,22 @@ class Scanner:
         pod = state.pod
         if pod.uid not in self._pods:
             return
-        delay = min(state.backoff.next_delay(), self._settings.retry_max)
+        delay = None if self._closing else round(min(state.backoff.next_delay(), self._settings.retry_max), 1)
         log.error(
-            "pod scan failed",
-            node=pod.node,
-            pod=pod.source,
-            result=result,
-            error=error,
-            retry_in=round(delay, 1),
+            "pod scan failed", node=pod.node, pod=pod.source, result=result, error=error, retry_in=delay
         )
-        state.retry = asyncio.get_running_loop().call_later(delay, self._requeue, pod.uid)
+        if delay is not None:  # closing: no timer may outlive this scanner
+            state.retry = asyncio.get_running_loop().call_later(delay, self._requeue, pod.uid)
 
     async def wait_idle(self) -> None:
         """Return once no scan is running."""
         await self._idle.wait()
 
     def close(self) -> None:
-        """Stop starting scans (those running go on) and drop pending retries."""
+        """Stop starting scans (those running go on), drop pending retries, zero this term's gauges."""
         self._closing = True
+        self._metrics.gpus_observed.set(0)
+        self._metrics.pods_tracked.set(0)
         for state in self._pods.values():
             if state.retry:
                 state.retry.cancel()

@@ -47,9 +47,7 @@ class ScanSession:
         w = settings.watch
         self._settings = settings
         self._on_scanned = on_scanned
-        self.progress = ScanProgress(
-            watch_scope(settings), inherited or {}, lambda: max(delivery.waiting().values(), default=0)
-        )
+        self.progress = ScanProgress(watch_scope(settings), inherited or {}, delivery.tallies)
         self.scanner = Scanner(
             settings.scan,
             cluster=settings.cluster_name,
@@ -71,6 +69,7 @@ class ScanSession:
             field_selector=f"spec.nodeName={w.node_name}" if w.node_name else "",
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     def _on_pod_event(self, kind: str, pod: PodInfo) -> None:
         if kind != "DELETED" and self.progress.already_scanned(pod):
@@ -87,6 +86,8 @@ class ScanSession:
 
     async def run(self) -> None:
         """Watch and scan until cancelled or stopped; a permanent watch error propagates."""
+        if self._stopping:  # stopped before it started
+            return
         async with asyncio.TaskGroup() as tg:
             self._tasks = [
                 tg.create_task(self.pods.run(), name="watch-pods"),
@@ -97,6 +98,7 @@ class ScanSession:
 
     async def stop(self, grace: float) -> None:
         """Stop watching, let running scans end within ``grace`` seconds, then cancel the rest."""
+        self._stopping = True
         if not self._tasks:
             return
         watch_task, scan_task = self._tasks

@@ -30,6 +30,7 @@ ListFn = Callable[..., Awaitable[Any]]
 Slim = Callable[[Obj], Any]
 Handler = Callable[[str, Any], None]
 WATCH_SECONDS = 300
+LIST_READ_TIMEOUT = 60.0  # a list answer that stalls this long is a dead connection: reconnect
 
 
 class ExpiredError(ApiError):
@@ -68,16 +69,18 @@ class Informer:
 
     async def run(self) -> None:
         rv: str | None = None
+        barren = 0  # watches in a row that ended (cleanly or with 410) before delivering anything
         while True:
             try:
                 if rv is None:
                     rv = await self._relist()
-                rv = await self._watch(rv)
-                self._backoff.reset()
+                    self._backoff.reset()  # the API server answered in full: it is healthy
+                rv, delivered = await self._watch(rv)
+                barren = 0 if delivered else barren + 1
             except ExpiredError:
                 self._metrics.watch_restarts.labels("expired").inc()
                 log.info("watch expired, re-listing", kind=self.kind)
-                rv = None
+                rv, barren = None, barren + 1
             except (ApiError, aiohttp.ClientError, OSError, TimeoutError, ValueError) as e:
                 if isinstance(e, ApiError) and not e.transient:
                     log.error("watch failed with a permanent error", kind=self.kind, error=str(e))
@@ -88,6 +91,10 @@ class Informer:
                     "watch interrupted, reconnecting", kind=self.kind, error=str(e), retry_in=round(delay, 2)
                 )
                 await asyncio.sleep(delay)
+                continue
+            if barren > 1:  # nothing again: a draining server or a proxy closing at once; do not spin
+                self._metrics.watch_restarts.labels("error").inc()
+                await asyncio.sleep(self._backoff.next_delay())
 
     async def _request(self, **extra: Any) -> aiohttp.ClientResponse:
         resp: aiohttp.ClientResponse = await self._list_fn(**self._kwargs, **extra, _preload_content=False)
@@ -98,7 +105,9 @@ class Informer:
         return resp
 
     async def _relist(self) -> str:
-        resp = await self._request()
+        # Without a timeout of its own the client waits forever on a connection that went dark.
+        timeout = aiohttp.ClientTimeout(sock_connect=10, sock_read=LIST_READ_TIMEOUT)
+        resp = await self._request(_request_timeout=timeout)
         async with resp:
             payload = json.loads(await resp.read())
         seen: dict[str, Any] = {}
@@ -112,7 +121,8 @@ class Informer:
         self.synced.set()
         return str(payload["metadata"]["resourceVersion"])
 
-    async def _watch(self, rv: str) -> str:
+    async def _watch(self, rv: str) -> tuple[str, bool]:
+        """Follow the watch from ``rv``; the last resourceVersion seen and whether anything came."""
         resp = await self._request(
             watch=True,
             resource_version=rv,
@@ -130,7 +140,7 @@ class Informer:
                 if not delivered:  # a watch that delivers is healthy: its breaking is a new incident
                     delivered = True
                     self._backoff.reset()
-        return rv
+        return rv, delivered
 
     def _dispatch(self, event: Obj, rv: str) -> str:
         kind, obj = event.get("type"), event.get("object") or {}

@@ -26,6 +26,7 @@ from gpuid.cluster import PodInfo
 from gpuid.config import load_settings
 from gpuid.errors import ConfigError
 from gpuid.handover import CHECKPOINT_KEY, SCOPE_KEY, ScanProgress
+from gpuid.lane import Tally
 from gpuid.leasing import LeaderSettings
 
 from .conftest import Running, Sim, running_app, wait_for
@@ -123,17 +124,17 @@ def pod(uid: str, rv: int, *, ready: bool = True, restarts: int = 0) -> PodInfo:
 
 
 def test_checkpoint_stops_below_the_oldest_pod_not_yet_delivered() -> None:
-    backlog = [0]
-    progress = ScanProgress("scope", {}, lambda: backlog[0])
+    lane = [Tally(accepted=0, left=0, lost_through=0)]
+    progress = ScanProgress("scope", {}, lambda: lane)
     for p in (pod("a", 10), pod("b", 11), pod("c", 12, ready=False)):
         progress.observe("ADDED", p)
     assert progress.annotations() is None  # not synced: vouches for nothing
     progress.synced = True
     assert progress.checkpoint() == 9  # a (rv 10) is due
-    backlog[0] = 8
-    progress.scanned(pod("a", 10), 8)  # submitted, not yet acknowledged
+    lane[0] = Tally(accepted=8, left=0, lost_through=0)
+    progress.scanned(pod("a", 10), 8)  # submitted, not yet delivered
     assert progress.checkpoint() == 9
-    backlog[0] = 0  # the exporters acknowledged a's 8 records
+    lane[0] = Tally(accepted=8, left=8, lost_through=0)  # the exporter delivered a's 8 records
     assert progress.checkpoint() == 10  # b (rv 11) is due
     progress.observe("DELETED", pod("b", 13))
     assert progress.annotations() == {CHECKPOINT_KEY: "13", SCOPE_KEY: "scope"}  # nothing due
@@ -143,12 +144,12 @@ def test_checkpoint_stops_below_the_oldest_pod_not_yet_delivered() -> None:
 
 def test_a_successor_trusts_only_a_checkpoint_of_its_own_scope() -> None:
     inherited = {CHECKPOINT_KEY: "20", SCOPE_KEY: "scope"}
-    progress = ScanProgress("scope", inherited, lambda: 0)
+    progress = ScanProgress("scope", inherited, list)
     assert progress.already_scanned(pod("a", 20))
     assert not progress.already_scanned(pod("a", 21))
     assert not progress.already_scanned(pod("a", 5, ready=False))
     assert not progress.already_scanned(pod("a", 0))  # rv unknown
-    other = ScanProgress("other-scope", inherited, lambda: 0)
+    other = ScanProgress("other-scope", inherited, list)
     assert not other.already_scanned(pod("a", 20))
 
 

@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from gpuid import watch
 from gpuid.app import App
+from gpuid.cluster import slim_pod
 from gpuid.config import load_settings
+from gpuid.kube import KubeClients, connect
+from gpuid.metrics import Metrics
+from gpuid.watch import Informer
 
 from .conftest import Sim, running_app, wait_for
 from .test_pipeline import GB200, add_gpu_node
@@ -69,3 +81,113 @@ async def test_forbidden_pod_watch_stops_gpuid_with_exit_1(sim: Sim) -> None:
         )
     )
     assert await app.run() == 1  # permanent: not retried forever, the pod restarts with a clear log line
+
+
+async def test_a_pod_updated_during_its_scan_is_not_scanned_twice(sim: Sim) -> None:
+    add_gpu_node(sim, "n1", GB200)
+    sim.cluster.set_exec("dp-n1", delay=1.0)
+    async with running_app(sim) as run:
+        await wait_for(lambda: run.sample("gpuid_pods_tracked") == 1)
+        await asyncio.sleep(0.3)  # the exec is running now
+        sim.cluster.label_pod("dp-n1", {"touched": "1"})
+        sim.cluster.label_pod("dp-n1", {"touched": "2"})
+        await wait_for(lambda: len(run.memory.records) == 4)
+        await asyncio.sleep(1.5)  # long enough for a second scan to have finished
+        assert sim.cluster.request_counts["exec"] == 1
+        assert len(run.memory.records) == 4
+
+
+async def test_sigterm_during_start_up_still_exits_cleanly(sim: Sim) -> None:
+    add_gpu_node(sim, "n1", GB200)
+    env = {
+        "CLUSTER_NAME": "t",
+        "KUBECONFIG": str(sim.kubeconfig),
+        "EXPORTER_TYPE": "memory",
+        "SERVER_PORT": "0",
+    }
+    app = App(load_settings({**env, "SHUTDOWN_GRACE": "2s"}))
+    task = asyncio.create_task(app.run())
+    app.stop()  # before the scan session ever ran
+    assert await asyncio.wait_for(task, 10) == 0
+
+
+class FakeApiServer:
+    """An API server that answers pod lists but ends every watch at once, empty; counts the watches."""
+
+    def __init__(self) -> None:
+        self.watches = 0
+
+    async def pods(self, request: web.Request) -> web.Response:
+        if request.query.get("watch") in ("True", "true", "1"):
+            self.watches += 1
+            return web.Response(body=b"", content_type="application/json")
+        return web.json_response({"kind": "PodList", "metadata": {"resourceVersion": "7"}, "items": []})
+
+
+async def informer_against(url: str, tmp_path: Path) -> tuple[Informer, Metrics, KubeClients]:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        f"clusters: [{{name: c, cluster: {{server: '{url}'}}}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\nusers: [{name: u, user: {token: t}}]\n"
+    )
+    clients = await connect(str(kubeconfig))
+    metrics = Metrics()
+    informer = Informer(
+        "pod", clients.core.list_namespaced_pod, slim_pod, lambda *_: None, metrics, namespace="ns"
+    )
+    return informer, metrics, clients
+
+
+async def test_watches_that_end_empty_at_once_are_backed_off_not_hammered(tmp_path: Path) -> None:
+    fake = FakeApiServer()
+    app = web.Application()
+    app.router.add_get("/api/v1/namespaces/ns/pods", fake.pods)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    informer, metrics, clients = await informer_against(f"http://127.0.0.1:{port}", tmp_path)
+    try:
+        task = asyncio.create_task(informer.run())
+        await asyncio.sleep(1.5)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    finally:
+        await clients.close()
+        await runner.cleanup()
+    assert 1 <= fake.watches <= 5  # backoff from 0.5 s doubling, not hundreds of requests a second
+    restarts = metrics.registry.get_sample_value("gpuid_watch_restarts_total", {"reason": "error"})
+    assert restarts == fake.watches - 1  # one clean, empty ending is normal; the ones after it are not
+
+
+async def test_a_list_that_never_answers_times_out_and_is_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(watch, "LIST_READ_TIMEOUT", 0.5)
+    requests = 0
+
+    async def black_hole(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal requests
+        requests += 1
+        with contextlib.suppress(ConnectionError):
+            await reader.read()  # reads the request, never answers, until the client gives up
+        writer.close()
+
+    server = await asyncio.start_server(black_hole, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    informer, metrics, clients = await informer_against(f"http://127.0.0.1:{port}", tmp_path)
+    try:
+        task = asyncio.create_task(informer.run())
+        await wait_for(lambda: requests >= 2, timeout=10, what="a second list after the first timed out")
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    finally:
+        await clients.close()
+        server.close()
+        await server.wait_closed()
+    assert metrics.registry.get_sample_value("gpuid_watch_restarts_total", {"reason": "error"}) >= 1
+    assert not informer.synced.is_set()
