@@ -17,7 +17,7 @@ from gpuid.kube import KubeClients, connect
 from gpuid.metrics import Metrics
 from gpuid.watch import Informer
 
-from .conftest import Sim, running_app, wait_for
+from .conftest import Sim, running_app, serving, wait_for
 from .test_pipeline import GB200, add_gpu_node
 
 
@@ -143,21 +143,16 @@ async def test_watches_that_end_empty_at_once_are_backed_off_not_hammered(tmp_pa
     fake = FakeApiServer()
     app = web.Application()
     app.router.add_get("/api/v1/namespaces/ns/pods", fake.pods)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    informer, metrics, clients = await informer_against(f"http://127.0.0.1:{port}", tmp_path)
-    try:
-        task = asyncio.create_task(informer.run())
-        await asyncio.sleep(1.5)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    finally:
-        await clients.close()
-        await runner.cleanup()
+    async with serving(app) as url:
+        informer, metrics, clients = await informer_against(url, tmp_path)
+        try:
+            task = asyncio.create_task(informer.run())
+            await asyncio.sleep(1.5)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        finally:
+            await clients.close()
     assert 1 <= fake.watches <= 5  # backoff from 0.5 s doubling, not hundreds of requests a second
     restarts = metrics.registry.get_sample_value("gpuid_watch_restarts_total", {"reason": "error"})
     assert restarts == fake.watches - 1  # one clean, empty ending is normal; the ones after it are not

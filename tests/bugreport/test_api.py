@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.conftest import Sim, running_app, wait_for
+from tests.conftest import Sim, running_app, serving, wait_for
 
 from .conftest import add_driver_node, driver_pod_name, pod_files
 
@@ -53,16 +53,9 @@ async def vendor() -> AsyncIterator[VendorApi]:
     app = web.Application()
     app.router.add_get("/v1/check-tasks", api.check_tasks)
     app.router.add_post("/v1/upload-logs", api.upload_logs)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    api.url = f"http://{host}:{port}/v1"
-    try:
+    async with serving(app) as url:
+        api.url = f"{url}/v1"
         yield api
-    finally:
-        await runner.cleanup()
 
 
 def api_env(vendor: VendorApi, **extra: str) -> dict[str, str]:

@@ -14,6 +14,7 @@ from gpuid.delivery import Delivery
 from gpuid.errors import ConfigError, ExportError
 from gpuid.exporters.http import HttpExporter
 from gpuid.metrics import Metrics
+from tests.conftest import serving
 
 TOKEN = "tok-Sekr3t-42"
 
@@ -41,15 +42,8 @@ async def collector() -> AsyncIterator[tuple[Collector, str]]:
     c = Collector()
     app = web.Application()
     app.router.add_post("/ingest", c.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield c, f"http://127.0.0.1:{port}/ingest"
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield c, f"{url}/ingest"
 
 
 def exporter_for(url: str, token: str = TOKEN) -> HttpExporter:
