@@ -51,6 +51,7 @@ class LeaderElector:
         self._metrics = metrics
         self._annotations = annotations
         self.is_leader = False
+        self._tried = False  # an acquire was attempted: the Lease may name us even if we never heard back
         self.holder = ""  # the holder this replica last saw
         self.inherited: dict[str, str] = {}  # the Lease's annotations when this replica took it
         self._observed_rv = ""
@@ -63,6 +64,7 @@ class LeaderElector:
         """Return once this replica holds the Lease (retrying every retry period)."""
         s = self.settings
         log.info("waiting to become the leader", lease=f"{s.namespace}/{s.name}", identity=s.identity)
+        self._tried = True
         while True:
             if await self._attempt(s.retry_period):
                 break
@@ -94,8 +96,12 @@ class LeaderElector:
         )
 
     async def release(self) -> None:
-        """Give the Lease up (no holder, 1 s duration) so a follower takes over at once."""
-        if not self.is_leader:
+        """Give the Lease up (no holder, 1 s duration) so a follower takes over at once.
+
+        Also when ``acquire`` was cancelled after its write reached the server: the Lease is
+        released whenever it names this replica, so a follower never waits for it to expire.
+        """
+        if not (self.is_leader or self._tried):
             return
         self.is_leader = False
         self._metrics.leader.set(0)

@@ -16,6 +16,7 @@ import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from kubernetes_asyncio import client, config
@@ -26,8 +27,11 @@ from gpuid.cluster import PodInfo
 from gpuid.config import load_settings
 from gpuid.errors import ConfigError
 from gpuid.handover import CHECKPOINT_KEY, SCOPE_KEY, ScanProgress
+from gpuid.kube import connect
 from gpuid.lane import Tally
-from gpuid.leasing import LeaderSettings
+from gpuid.leader import LeaderElector
+from gpuid.leasing import LeaderSettings, Lease, LeaseApi
+from gpuid.metrics import Metrics
 
 from .conftest import Running, Sim, running_app, wait_for
 
@@ -329,3 +333,37 @@ def _checkpoint(sim: Sim) -> int:
     lease = sim.cluster.current("leases", "gpuid", "gpuid")
     annotations = {} if lease is None else lease.obj["metadata"].get("annotations") or {}
     return int(annotations.get(CHECKPOINT_KEY, 0))
+
+
+class AnswerLostLeaseApi(LeaseApi):
+    """The real Lease API, but the answer to a successful write never arrives (a shutdown cancels it)."""
+
+    def __init__(self, coordination: Any, namespace: str, name: str) -> None:
+        super().__init__(coordination, namespace, name)
+        self.written = asyncio.Event()
+
+    async def create(self, lease: Lease) -> Lease | None:
+        await super().create(lease)
+        self.written.set()
+        await asyncio.Event().wait()
+        return None
+
+
+async def test_a_lease_won_while_shutting_down_is_still_released(sim: Sim) -> None:
+    settings = LeaderSettings(enabled=True, namespace="gpuid", name="gpuid", identity="a")
+    clients = await connect(str(sim.kubeconfig))
+    try:
+        api = AnswerLostLeaseApi(client.CoordinationV1Api(clients.rest), "gpuid", "gpuid")
+        elector = LeaderElector(settings, api, Metrics(), lambda: None)
+        acquiring = asyncio.create_task(elector.acquire())
+        await api.written.wait()  # the server now names "a" as the holder...
+        acquiring.cancel()  # ...but gpuid is stopping before it heard so
+        with contextlib.suppress(asyncio.CancelledError):
+            await acquiring
+        assert not elector.is_leader
+        await elector.release()
+        lease = await LeaseApi(client.CoordinationV1Api(clients.rest), "gpuid", "gpuid").get()
+    finally:
+        await clients.close()
+    assert lease is not None
+    assert lease["spec"]["holderIdentity"] == ""  # free for a follower at once, not after 15 s
