@@ -14,6 +14,7 @@ from gpuid.delivery import Delivery
 from gpuid.errors import ConfigError, ExportError
 from gpuid.exporters.http import HttpExporter
 from gpuid.metrics import Metrics
+from gpuid.records import GPUReading
 from tests.conftest import serving
 
 TOKEN = "tok-Sekr3t-42"
@@ -51,6 +52,17 @@ def exporter_for(url: str, token: str = TOKEN) -> HttpExporter:
     return HttpExporter.from_settings(load_settings(env | {"HTTP_TIMEOUT": "2s"}))
 
 
+async def export_error(exporter: HttpExporter, reading: GPUReading) -> ExportError:
+    """The ``ExportError`` one export of ``reading`` raises (the test fails if none is raised)."""
+    await exporter.open()
+    try:
+        with pytest.raises(ExportError) as err:
+            await exporter.export([reading])
+    finally:
+        await exporter.close()
+    return err.value
+
+
 async def test_batch_is_a_json_array_with_every_field(collector: Any, make_reading: Any) -> None:
     c, url = collector
     exporter = exporter_for(url)
@@ -72,15 +84,9 @@ async def test_status_decides_transient(
 ) -> None:
     c, url = collector
     c.status = status
-    exporter = exporter_for(url)
-    await exporter.open()
-    try:
-        with pytest.raises(ExportError) as err:
-            await exporter.export([make_reading(1)])
-    finally:
-        await exporter.close()
-    assert err.value.transient is transient
-    assert str(status) in str(err.value)
+    error = await export_error(exporter_for(url), make_reading(1))
+    assert error.transient is transient
+    assert str(status) in str(error)
 
 
 async def test_bad_token_dropped_as_permanent_and_never_logged(
@@ -100,14 +106,8 @@ async def test_bad_token_dropped_as_permanent_and_never_logged(
 
 
 async def test_endpoint_down_is_transient(make_reading: Any) -> None:
-    exporter = exporter_for("http://127.0.0.1:9/ingest")
-    await exporter.open()
-    try:
-        with pytest.raises(ExportError) as err:
-            await exporter.export([make_reading(1)])
-    finally:
-        await exporter.close()
-    assert err.value.transient
+    error = await export_error(exporter_for("http://127.0.0.1:9/ingest"), make_reading(1))
+    assert error.transient
 
 
 def test_config_errors_name_the_variable() -> None:
