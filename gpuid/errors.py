@@ -62,9 +62,29 @@ class ApiError(GpuidError):
 
 
 class ExportError(GpuidError):
-    """A backend refused or could not take a batch of records."""
+    """A backend could not take a batch of records; on its own, a *transient* failure (retry it)."""
 
     transient = True
+
+
+class RecordError(ExportError):
+    """Some records can never be stored (a value the backend refuses): drop exactly those.
+
+    ``indexes`` names the offending records of the batch when the exporter knows them; when it
+    does not, delivery bisects the batch to find them.
+    """
+
+    transient = False
+
+    def __init__(self, message: str, *, indexes: tuple[int, ...] = ()) -> None:
+        super().__init__(message, transient=False)
+        self.indexes = indexes
+
+
+class LaneError(ExportError):
+    """The backend is misconfigured (credentials, schema, bucket, token): park the lane, keep every record."""
+
+    transient = False
 
 
 @dataclass
