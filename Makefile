@@ -23,6 +23,7 @@ system-deps:
 lint: $(STAMP)
 	$(BIN)/ruff check gpuid tests bench
 	$(BIN)/ruff format --check gpuid tests bench
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict gpuid

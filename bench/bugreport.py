@@ -28,13 +28,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gpuid.bugreport_collect import Target, collect_report, report_name
-from gpuid.bugreport_sinks import Destination, LocalDirectory, ReportWriter
-from gpuid.cluster import slim_pod
-from gpuid.exporters.settings import S3Settings
-from gpuid.kube import connect
+from gpuid.bugreport.collect import Target, collect_report, report_name
+from gpuid.bugreport.sinks import Destination, LocalDirectory, ReportWriter
+from gpuid.exporters.s3client import S3Settings
+from gpuid.kube.client import connect
+from gpuid.kube.objects import slim_pod
 from gpuid.log import configure_logging
 from gpuid.sim import SimApiServer, SimCluster
+from tests.support.services import free_port
 
 TARGET_MB = 64
 MB = 1024 * 1024
@@ -108,12 +109,6 @@ async def measure(label: str, kube: Any, target: Target, destination: Destinatio
     )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def moto_process() -> Iterator[str]:
     port = free_port()
@@ -137,7 +132,7 @@ def moto_process() -> Iterator[str]:
 async def s3_destination(endpoint: str) -> Destination:
     import aioboto3
 
-    from gpuid.bugreport_s3 import S3Destination
+    from gpuid.bugreport.s3 import S3Destination
 
     async with aioboto3.Session().client("s3", endpoint_url=endpoint, region_name="us-east-1") as s3:
         await s3.create_bucket(Bucket="bench")

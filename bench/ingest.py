@@ -27,11 +27,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from gpuid.config import load_settings
-from gpuid.delivery import Delivery
-from gpuid.exporters.pg_fold import observed_at
-from gpuid.exporters.postgres import COLUMNS, PostgresExporter, connect
+from gpuid.delivery.delivery import Delivery
+from gpuid.delivery.settings import DeliverySettings
+from gpuid.exporters.postgres.exporter import COLUMNS, PostgresExporter, connect
+from gpuid.exporters.postgres.fold import observed_at
+from gpuid.exporters.postgres.settings import PostgresSettings
 from gpuid.exporters.s3 import S3Exporter
-from gpuid.exporters.settings import DeliverySettings, PostgresSettings
 from gpuid.log import configure_logging
 from gpuid.metrics import Metrics
 from gpuid.records import GPUReading
@@ -120,7 +121,9 @@ async def bench_postgres(port: int, rows: list[GPUReading], batch: int, tmp: Pat
     env |= {"POSTGRES_DB": "postgres", "POSTGRES_AUTO_MIGRATE": "true"}
     batches = [rows[i : i + batch] for i in range(0, len(rows), batch)]
 
-    exporter = PostgresExporter.from_settings(load_settings(env | {"POSTGRES_SCHEMA": "via_exporter"}))
+    exporter = PostgresExporter.from_settings(
+        load_settings(env | {"POSTGRES_SCHEMA": "via_exporter"}).exporters
+    )
     await exporter.open()
 
     async def export_all() -> None:

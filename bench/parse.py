@@ -10,11 +10,11 @@ from __future__ import annotations
 import timeit
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from pathlib import Path
 
-from gpuid.smi import parse_smi_xml
+from gpuid.smi.parse import parse_smi_xml
+from tests.support.records import capture_path
 
-CAPTURE = Path(__file__).parent.parent / "tests" / "fixtures" / "nvidia-smi" / "xml" / "gpuid-h100-sxm-x8.xml"
+CAPTURE = capture_path("gpuid-h100-sxm-x8")
 REPEATS = 7
 
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+
+from tests.support.services import free_port
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -36,13 +37,6 @@ def peak_rss_mb(pid: int) -> float:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     raise RuntimeError("no VmHWM in /proc status")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class SimProcess:

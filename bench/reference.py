@@ -17,7 +17,7 @@ import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.stream import WsApiClient
 
-from gpuid.smiread import XML_COMMAND
+from gpuid.smi.commands import XML_COMMAND
 
 
 async def _uuids(core: client.CoreV1Api, namespace: str, pod: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""The running service: wires watch, scanner, delivery and HTTP into one task group.
+"""The composition root: builds every part of the running service and supervises its tasks.
 
 Everything runs in one asyncio loop under one root ``TaskGroup``; a task that
 dies takes the process down (Kubernetes restarts it) rather than leaving a
@@ -6,7 +6,8 @@ half-working service. SIGTERM/SIGINT start an ordered shutdown: stop watching,
 let in-flight scans finish within the grace period, flush exporters, exit 0.
 With ``LEADER_ELECTION`` the pod watch and scanner (a ``ScanSession``) run only
 while this replica holds the Lease; the node directory, delivery and HTTP
-server always run, so followers serve health and metrics.
+server always run, so followers serve health and metrics. Every part gets
+what it talks to through its constructor, here and nowhere else.
 """
 
 from __future__ import annotations
@@ -14,41 +15,46 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 import structlog
 
 from gpuid import __version__
-from gpuid.bugreport_wiring import DriverFeatures
-from gpuid.cluster import NodeDirectory
+from gpuid.bugreport.api import ApiPoller
+from gpuid.bugreport.reporter import BugReporter
+from gpuid.bugreport.status import ANNOTATIONS as BUG_REPORT_ANNOTATIONS
 from gpuid.config import Settings
-from gpuid.delivery import Delivery
+from gpuid.delivery.delivery import Delivery
 from gpuid.errors import GpuidError
-from gpuid.exporters import build_exporters
-from gpuid.kube import KubeClients, connect
-from gpuid.labels import LabelSettings
-from gpuid.labelwriter import NodeLabeller
-from gpuid.leader import LeaderElector
-from gpuid.leasing import LeaderSettings, lease_api
-from gpuid.metrics import HealthServer, Metrics
-from gpuid.scanner import Scanner
-from gpuid.session import ScanSession
-from gpuid.watch import Informer
+from gpuid.exporters import Exporter, build_exporters
+from gpuid.health import HealthServer
+from gpuid.kube.client import KubeClients, connect
+from gpuid.kube.informer import Informer
+from gpuid.kube.nodes import NodeDirectory, NodeListener
+from gpuid.labels.writer import NodeLabeller
+from gpuid.leader.elector import LeaderElector
+from gpuid.leader.lease import lease_api
+from gpuid.metrics import Metrics
+from gpuid.scan.scanner import Scanner
+from gpuid.scan.session import ScanSession, ScanSetup
+from gpuid.scan.source import DriverPods, IdentitySource
 
 log = structlog.get_logger("gpuid.app")
+Task = tuple[str, Callable[[], Coroutine[Any, Any, None]]]
 
 
 class App:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, exporters: Sequence[Exporter] | None = None) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.exporters = build_exporters(settings)  # bad config fails here, before any I/O
-        self.delivery = Delivery.from_settings(self.exporters, self.metrics, settings)
+        # Bad exporter config fails here, before any I/O; tests inject their own exporters.
+        self.exporters = list(exporters) if exporters is not None else build_exporters(settings.exporters)
+        self.delivery = Delivery(self.exporters, self.metrics, settings.delivery)
         self.server = HealthServer(self.metrics, self.readiness, settings.server_port)
-        self.leader = LeaderSettings.from_settings(settings)
-        self.labels = LabelSettings.from_settings(settings)
-        self.labeller: NodeLabeller | None = None
-        self.features = DriverFeatures(settings, self.metrics)  # SCAN_SOURCE, driver pods, bug reports
         self._stop = asyncio.Event()
+        self.drivers: DriverPods | None = None
+        self.reporter: BugReporter | None = None
         self.elector: LeaderElector | None = None
         self.session: ScanSession | None = None
         self.pods: Informer | None = None
@@ -82,7 +88,7 @@ class App:
                 cluster=self.settings.cluster_name,
                 namespace=self.settings.watch.namespace,
                 selector=self.settings.watch.label_selector,
-                exporters=list(self.settings.exporters),
+                exporters=[e.name for e in self.exporters],
                 port=self.server.port,
             )
             await self._serve(clients)
@@ -100,56 +106,89 @@ class App:
         log.info("gpuid stopped", exit_code=code)
         return code
 
+    def _build(self, clients: KubeClients) -> tuple[ScanSetup, list[Task]]:
+        """Every long-lived part, wired through constructors; returns the scan setup and the tasks."""
+        s = self.settings
+        tasks: list[Task] = [("delivery", self.delivery.run)]
+        if s.bug_reports.enabled or s.drivers.scan_source == "auto":
+            self.drivers = DriverPods(
+                s.drivers, clients.core.list_namespaced_pod, self.metrics, s.watch.node_name
+            )
+            tasks.append(("watch-driver-pods", self.drivers.run))
+        listeners: list[NodeListener] = []
+        if s.bug_reports.enabled and self.drivers is not None:
+            self.reporter = BugReporter(
+                s.bug_reports,
+                cluster=s.cluster_name,
+                core=clients.core,
+                core_ws=clients.core_ws,
+                drivers=self.drivers,
+                metrics=self.metrics,
+                leading=self._leading,
+            )
+            listeners.append(self.reporter.on_node_event)
+            tasks.append(("bug-reports", self.reporter.run))
+            if s.bug_reports.api is not None:
+                poller = ApiPoller(s.bug_reports.api, self.reporter, s.watch.node_name, self.metrics)
+                tasks.append(("bug-report-api", poller.run))
+        nodes = NodeDirectory(
+            clients.core.list_node,
+            self.metrics,
+            node_name=s.watch.node_name,
+            label_prefix=s.labels.prefix if s.labels.enabled else "",
+            annotation_keys=BUG_REPORT_ANNOTATIONS if self.reporter is not None else (),
+            listeners=listeners,
+        )
+        tasks.append(("watch-nodes", nodes.run))
+        labeller = NodeLabeller(s.labels, clients.core, nodes, self.metrics) if s.labels.enabled else None
+        if labeller is not None:
+            tasks.append(("node-labels", labeller.run))
+        if s.leader.enabled:
+            self.elector = LeaderElector(
+                s.leader, lease_api(clients.rest, s.leader), self.metrics, self._checkpoint
+            )
+        setup = ScanSetup(
+            watch=s.drivers.scanned_pods(s.watch),
+            scan=s.scan,
+            cluster=s.cluster_name,
+            source=IdentitySource(s.watch.container, s.drivers, self.drivers),
+            clients=clients,
+            nodes=nodes,
+            delivery=self.delivery,
+            metrics=self.metrics,
+            on_scanned=labeller.on_scanned if labeller is not None else None,
+            on_failure=self.reporter.on_scan_failure if self.reporter and s.bug_reports.on_failure else None,
+        )
+        return setup, tasks
+
     async def _serve(self, clients: KubeClients) -> None:
-        prefix = self.labels.prefix if self.labels.enabled else ""
-        nodes = NodeDirectory(clients.core.list_node, self.metrics, self.settings.watch.node_name, prefix)
-        if self.labels.enabled:
-            self.labeller = NodeLabeller(self.labels, clients.core, nodes, self.metrics)
-        if self.leader.enabled:
-            api = lease_api(clients.rest, self.leader)
-            self.elector = LeaderElector(self.leader, api, self.metrics, self._checkpoint)
+        setup, tasks = self._build(clients)
         try:
             async with asyncio.TaskGroup() as tg:
-                export_task = tg.create_task(self.delivery.run(), name="delivery")
-                nodes_task = tg.create_task(nodes.run(), name="watch-nodes")
-                driver_tasks = [
-                    tg.create_task(run(), name=name)
-                    for name, run in self.features.start(clients, nodes, self._leading)
-                ]
-                if self.labeller is not None:
-                    driver_tasks.append(tg.create_task(self.labeller.run(), name="node-labels"))
                 # A task that fails makes the task group cancel what runs here and raise its error.
+                running = [tg.create_task(run(), name=name) for name, run in tasks]
                 if self.elector is not None:
-                    await self._scan_while_leading(self.elector, clients, nodes)
+                    await self._scan_while_leading(self.elector, setup)
                 else:
-                    await self._scan_until_stopped(clients, nodes)
-                nodes_task.cancel()
-                export_task.cancel()
-                for task in driver_tasks:
+                    await self._scan_until_stopped(setup)
+                for task in running:
                     task.cancel()
-                await asyncio.wait([nodes_task, export_task, *driver_tasks])
+                await asyncio.wait(running)
         finally:
             # Also when a component failed: what is queued still gets its grace period (or the spool).
             await self.delivery.drain(self.settings.shutdown_grace)
             if self.elector is not None:  # after the drain, so the checkpoint covers what it delivered
                 await self.elector.release()
 
-    def _new_session(
-        self, clients: KubeClients, nodes: NodeDirectory, inherited: dict[str, str]
-    ) -> ScanSession:
-        settings = self.features.scan_settings(self.settings)  # SCAN_SOURCE=driver watches driver pods
-        on_scanned = self.labeller.on_scanned if self.labeller is not None else None
-        session = ScanSession(
-            settings, clients, nodes, self.delivery, self.metrics, inherited=inherited, on_scanned=on_scanned
-        )
-        self.features.attach_scanner(session.scanner)
+    def _new_session(self, setup: ScanSetup, inherited: dict[str, str]) -> ScanSession:
+        session = ScanSession(setup, inherited=inherited)
         self.session, self.pods, self.scanner = session, session.pods, session.scanner
         return session
 
-    async def _scan_until_stopped(self, clients: KubeClients, nodes: NodeDirectory) -> None:
+    async def _scan_until_stopped(self, setup: ScanSetup) -> None:
         """No election (one replica, or per-node mode): one scan session for the whole run."""
         self.metrics.leader.set(1)
-        session = self._new_session(clients, nodes, {})
+        session = self._new_session(setup, {})
         async with asyncio.TaskGroup() as tg:
             running = tg.create_task(session.run(), name="scan-session")
             await self._stop.wait()
@@ -157,12 +196,10 @@ class App:
             await session.stop(self.settings.shutdown_grace / 2)
             running.cancel()  # stopped before it ever ran (SIGTERM during start-up): do not wait for it
 
-    async def _scan_while_leading(
-        self, elector: LeaderElector, clients: KubeClients, nodes: NodeDirectory
-    ) -> None:
+    async def _scan_while_leading(self, elector: LeaderElector, setup: ScanSetup) -> None:
         """Scan only while holding the Lease: stop at once when it is lost, gracefully on shutdown."""
         while await self._acquire_unless_stopped(elector):
-            session = self._new_session(clients, nodes, elector.inherited)
+            session = self._new_session(setup, elector.inherited)
             async with asyncio.TaskGroup() as tg:
                 running = tg.create_task(session.run(), name="scan-session")
                 held = tg.create_task(elector.hold(), name="leader-lease")
@@ -194,5 +231,5 @@ class App:
         return elector.is_leader and not self._stop.is_set()
 
     def _checkpoint(self) -> dict[str, str] | None:
-        """The scan checkpoint the Lease carries for a successor (see ``gpuid.handover``)."""
+        """The scan checkpoint the Lease carries for a successor (see ``gpuid.scan.handover``)."""
         return self.session.progress.annotations() if self.session is not None else None

@@ -2,7 +2,7 @@
 
 Every option is an environment variable first (that is how Kubernetes
 configures containers) and a flag second; a flag wins over the variable. This
-is the only module that reads ``os.environ``.
+is handed to ``gpuid.config``, which reads the environment and parses both.
 """
 
 from __future__ import annotations
@@ -10,12 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import os
 import sys
 from collections.abc import Sequence
 
 from gpuid import __version__
-from gpuid.config import Settings, load_settings
+from gpuid.config import environment, inventory_settings, load_settings
 from gpuid.errors import ConfigError
 from gpuid.inventory import add_inventory_parser, run_inventory
 from gpuid.log import configure_logging
@@ -50,31 +49,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def values_from(args: argparse.Namespace, environ: dict[str, str]) -> dict[str, str]:
-    """The environment with every flag given on the command line laid over it."""
-    flags = {o.env: v for o in OPTIONS if (v := getattr(args, o.env, None)) is not None}
-    return environ | flags
-
-
-def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings:
-    return load_settings(values_from(args, environ))
+def flag_values(args: argparse.Namespace) -> dict[str, str]:
+    """The options given as flags on the command line, by variable name."""
+    return {o.env: v for o in OPTIONS if (v := getattr(args, o.env, None)) is not None}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    environ = dict(os.environ)
+    values = environment(flag_values(args))
     try:
         if args.command == "inventory":  # reads PostgreSQL only: no CLUSTER_NAME needed
             configure_logging("warning", "auto")
-            return asyncio.run(run_inventory(args, values_from(args, environ)))
+            try:
+                config = inventory_settings(values)
+            except ConfigError as e:
+                print(f"gpuid inventory: {e}", file=sys.stderr)
+                return 2
+            return asyncio.run(run_inventory(args, config))
         if args.command == "demo":
             from gpuid.demo import run_demo
 
-            environ.setdefault("CLUSTER_NAME", "demo")
-            settings = settings_from(args, environ)
+            values.setdefault("CLUSTER_NAME", "demo")
+            settings = load_settings(values)
             configure_logging(settings.log_level, settings.log_format)
             return asyncio.run(run_demo(settings, nodes=args.nodes))
-        settings = settings_from(args, environ)
+        settings = load_settings(values)
         configure_logging(settings.log_level, settings.log_format)
         from gpuid.app import App
 

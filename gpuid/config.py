@@ -1,115 +1,33 @@
-"""Settings: every knob gpuid has, read from one mapping, validated up front.
+"""Settings: every group gpuid has, parsed once from one mapping and composed here.
 
-Options are declared once in ``OPTIONS`` (environment variable, default, help),
-which also drives ``gpuid --help`` and the CLI flags. ``load_settings`` is the
-only place that turns strings into typed, frozen settings; it takes a mapping
-so tests pass a dict, and it raises one ``ConfigError`` naming the variable.
+Each package parses its own group with ``Env`` (``WatchSettings.from_env`` in
+``gpuid.scan.settings``, ``DeliverySettings.from_env`` in
+``gpuid.delivery.settings`` ...). ``load_settings`` is the one place that hands
+them the process's variables: it parses only what is selected (the S3 group
+only with the s3 exporter or ``BUG_REPORT_S3``), takes a mapping so tests pass
+a dict, and raises one ``ConfigError`` naming the variable, before any I/O.
 """
 
 from __future__ import annotations
 
-import builtins
-import re
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
 
+from gpuid.bugreport.settings import BugReportSettings
+from gpuid.delivery.settings import DeliverySettings
 from gpuid.errors import ConfigError
-from gpuid.options import OPTIONS
+from gpuid.exporters import REGISTRY, ExporterSettings, check_names
+from gpuid.exporters.http import HttpSettings
+from gpuid.exporters.postgres.settings import PostgresSettings
+from gpuid.exporters.s3client import S3Settings
+from gpuid.labels.scheme import LabelSettings
+from gpuid.leader.lease import LeaderSettings
+from gpuid.options import Env
+from gpuid.scan.settings import DriverSettings, ScanSettings, WatchSettings
 
-T = TypeVar("T")
-
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_LEVELS = ("debug", "info", "warning", "error")
-
-
-def parse_duration(text: str) -> float:
-    """Seconds from ``"30s"``, ``"1m30s"``, ``"1h"``, ``"7d"``, ``"250ms"`` or ``"12.5"``."""
-    text = text.strip()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    pos, total = 0, 0.0
-    for m in _DURATION.finditer(text):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNIT[m.group(2)]
-        pos = m.end()
-    if pos != len(text) or not text:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 5m, 1h or seconds)")
-    return total
-
-
-def parse_bool(text: str) -> bool:
-    low = text.strip().lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"not a boolean: {text!r} (use true or false)")
-
-
-class Env:
-    """Typed, validated reads from a string mapping, defaults from ``OPTIONS``."""
-
-    def __init__(self, values: Mapping[str, str]) -> None:
-        self._values = values
-        self._defaults = {o.env: o.default for o in OPTIONS}
-
-    def str(self, name: builtins.str) -> builtins.str:
-        raw = self._values.get(name)
-        return (self._defaults.get(name, "") if raw is None else raw).strip()
-
-    def _typed(self, name: builtins.str, conv: Callable[[builtins.str], T]) -> T:
-        raw = self.str(name)
-        try:
-            return conv(raw)
-        except ValueError as e:
-            raise ConfigError(f"{name}={raw!r} is invalid: {e}") from None
-
-    def int(self, name: builtins.str, *, minimum: int = 0) -> int:
-        value = self._typed(name, int)
-        if value < minimum:
-            raise ConfigError(f"{name}={value} is invalid: must be >= {minimum}")
-        return value
-
-    def duration(self, name: builtins.str, *, positive: bool = True) -> float:
-        value = self._typed(name, parse_duration)
-        if positive and value <= 0:
-            raise ConfigError(f"{name} must be a positive duration, got {self.str(name)!r}")
-        return value
-
-    def bool(self, name: builtins.str) -> bool:
-        return self._typed(name, parse_bool)
-
-    def choice(self, name: builtins.str, choices: tuple[builtins.str, ...]) -> builtins.str:
-        value = self.str(name).lower()
-        if value not in choices:
-            raise ConfigError(f"{name}={value!r} is invalid: choose one of {', '.join(choices)}")
-        return value
-
-    def list(self, name: builtins.str) -> tuple[builtins.str, ...]:
-        return tuple(p.strip().lower() for p in self.str(name).split(",") if p.strip())
-
-
-@dataclass(frozen=True)
-class WatchSettings:
-    namespace: str = "gpu-operator"
-    label_selector: str = "app=nvidia-device-plugin-daemonset"
-    container: str = "nvidia-device-plugin"
-    node_name: str = ""
-
-
-@dataclass(frozen=True)
-class ScanSettings:
-    workers: int = 16
-    timeout: float = 30.0
-    max_output_bytes: int = 32 * 1024 * 1024
-    retry_base: float = 1.0
-    retry_max: float = 300.0
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("json", "console", "auto")
 
 
 @dataclass(frozen=True)
@@ -117,49 +35,73 @@ class Settings:
     cluster_name: str
     watch: WatchSettings = field(default_factory=WatchSettings)
     scan: ScanSettings = field(default_factory=ScanSettings)
-    exporters: tuple[str, ...] = ("stdout",)
-    shutdown_grace: float = 20.0
+    drivers: DriverSettings = field(default_factory=DriverSettings)
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    exporters: ExporterSettings = field(default_factory=ExporterSettings)
+    bug_reports: BugReportSettings = field(default_factory=BugReportSettings)
+    leader: LeaderSettings = field(default_factory=LeaderSettings)
+    labels: LabelSettings = field(default_factory=LabelSettings)
+    shutdown_grace: float = 20.0  # fits Kubernetes' default terminationGracePeriodSeconds (30 s)
     log_level: str = "info"
-    log_format: str = "auto"
+    log_format: str = "auto"  # console on a TTY, JSON lines otherwise
     server_port: int = 8080
-    kubeconfig: str = ""
-    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    kubeconfig: str = ""  # empty: in-cluster, else ~/.kube/config
+
+
+def exporter_names(env: Env) -> tuple[str, ...]:
+    """``EXPORTER_TYPE``'s list plus every ``EXPORTER_<NAME>=true``; stdout when nothing is selected.
+
+    The flags let deployment components each switch on their own exporter
+    without overwriting another's choice; ``EXPORTER_TYPE`` keeps working.
+    """
+    listed = env.list("EXPORTER_TYPE")
+    check_names(listed)
+    flagged = tuple(name for name in REGISTRY if env.bool(f"EXPORTER_{name.upper()}"))
+    return tuple(dict.fromkeys((*listed, *flagged))) or ("stdout",)
+
+
+def environment(overrides: Mapping[str, str]) -> dict[str, str]:
+    """The process's variables with ``overrides`` (the CLI's flags) laid over them."""
+    return dict(os.environ) | dict(overrides)
 
 
 def load_settings(values: Mapping[str, str]) -> Settings:
-    """Validate ``values`` (normally ``os.environ``) into ``Settings``."""
+    """Validate ``values`` (normally ``os.environ`` with the CLI flags laid over it) into ``Settings``."""
     env = Env(values)
     cluster = env.str("CLUSTER_NAME")
     if not cluster:
         raise ConfigError("CLUSTER_NAME is required: set it to a name for this cluster")
-    namespace = env.str("NAMESPACE")
-    if not namespace:
-        raise ConfigError("NAMESPACE must not be empty")
-    exporters = env.list("EXPORTER_TYPE")
-    if not exporters:
-        raise ConfigError("EXPORTER_TYPE must name at least one exporter")
     port = env.int("SERVER_PORT")
     if port > 65535:
         raise ConfigError(f"SERVER_PORT={port} is invalid: must be <= 65535")
+    watch = WatchSettings.from_env(env)
+    names = exporter_names(env)
+    bug_reports = BugReportSettings.from_env(env, watch.node_name)
+    s3 = S3Settings.from_env(env) if "s3" in names else None
     return Settings(
         cluster_name=cluster,
-        watch=WatchSettings(
-            namespace=namespace,
-            label_selector=env.str("LABEL_SELECTOR"),
-            container=env.str("CONTAINER"),
-            node_name=env.str("NODE_NAME"),
+        watch=watch,
+        scan=ScanSettings.from_env(env),
+        drivers=DriverSettings.from_env(env, watch),
+        delivery=DeliverySettings.from_env(env),
+        exporters=ExporterSettings(
+            names=names,
+            cluster=cluster,
+            s3=s3,
+            postgres=PostgresSettings.from_env(env) if "postgres" in names else None,
+            http=HttpSettings.from_env(env) if "http" in names else None,
         ),
-        scan=ScanSettings(
-            workers=env.int("WORKERS", minimum=1),
-            timeout=env.duration("TIMEOUT"),
-            max_output_bytes=env.int("MAX_OUTPUT_BYTES", minimum=1024),
-            retry_max=env.duration("RETRY_MAX_BACKOFF"),
-        ),
-        exporters=exporters,
+        bug_reports=bug_reports,
+        leader=LeaderSettings.from_env(env, watch.node_name),
+        labels=LabelSettings.from_env(env),
         shutdown_grace=env.duration("SHUTDOWN_GRACE"),
-        log_level=env.choice("LOG_LEVEL", _LEVELS),
-        log_format=env.choice("LOG_FORMAT", ("json", "console", "auto")),
+        log_level=env.choice("LOG_LEVEL", LOG_LEVELS),
+        log_format=env.choice("LOG_FORMAT", LOG_FORMATS),
         server_port=port,
         kubeconfig=env.str("KUBECONFIG"),
-        env=dict(values),
     )
+
+
+def inventory_settings(values: Mapping[str, str]) -> PostgresSettings:
+    """The ``POSTGRES_*`` group alone: ``gpuid inventory`` needs nothing else (no CLUSTER_NAME)."""
+    return PostgresSettings.from_env(Env(values))

@@ -1,15 +1,23 @@
-"""The one exception tree of gpuid, and how long to wait before trying again.
+"""The one exception tree of gpuid.
 
 Every failure gpuid can explain is a ``GpuidError``; callers catch the branch
 they can act on. ``transient`` tells retry loops whether trying again can help,
-so a 401 or a bad config is never retried forever; ``Backoff`` is the one
-capped, jittered schedule every retry loop (watch, scans, delivery) uses.
+so a 401 or a bad config is never retried forever::
+
+    GpuidError
+    ├── ConfigError        settings missing or invalid: exit code 2
+    ├── ExecError          a command in a pod failed: transport, deadline, exit code
+    ├── ParseError         nvidia-smi output that cannot be understood
+    ├── ApiError           the Kubernetes API server answered with an error
+    │   └── ExpiredError   the watch's resourceVersion is gone (410): re-list
+    ├── ExportError        a backend did not take a batch (transient: retry)
+    │   ├── RecordError    these records can never be stored: drop exactly them
+    │   └── LaneError      backend misconfigured: park the lane, keep its records
+    ├── SpoolCorruptError  a spool segment cannot be read back
+    └── BugReportError     one bug-report collection failed
 """
 
 from __future__ import annotations
-
-import random
-from dataclasses import dataclass
 
 
 class GpuidError(Exception):
@@ -87,18 +95,17 @@ class LaneError(ExportError):
     transient = False
 
 
-@dataclass
-class Backoff:
-    """Delays of ``base * 2**n`` capped at ``cap``, drawn uniformly from [cap/2, cap]-style jitter."""
+class ExpiredError(ApiError):
+    """The watch's resourceVersion is too old (410 Gone): the caller re-lists."""
 
-    base: float = 0.5
-    cap: float = 30.0
-    attempt: int = 0
 
-    def next_delay(self) -> float:
-        ceiling = min(self.cap, self.base * (2 ** min(self.attempt, 32)))
-        self.attempt += 1
-        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not crypto
+class SpoolCorruptError(GpuidError):
+    """A spool segment on disk could not be read back into records."""
 
-    def reset(self) -> None:
-        self.attempt = 0
+
+class BugReportError(GpuidError):
+    """A bug-report collection failed; ``result`` is its metric label (``failed`` or ``timeout``)."""
+
+    def __init__(self, message: str, *, result: str = "failed") -> None:
+        super().__init__(message)
+        self.result = result

@@ -16,9 +16,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
-from gpuid.config import Env, parse_duration
-from gpuid.errors import ConfigError
-from gpuid.exporters.settings import PostgresSettings
+from gpuid.exporters.postgres.settings import PostgresSettings
+from gpuid.options import parse_duration
 
 _PLACE = (
     "cluster, gpu_uuid, gpu_serial, product_name, node, machine, pci_bus_id, first_seen, last_seen, moves"
@@ -107,17 +106,13 @@ def render(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], as_json: b
 
 
 async def run_inventory(
-    args: argparse.Namespace, env: Mapping[str, str], *, out: TextIO | None = None
+    args: argparse.Namespace, config: PostgresSettings, *, out: TextIO | None = None
 ) -> int:
     """Run one ``gpuid inventory`` query; returns the process exit code."""
     out = out or sys.stdout
     try:
-        config = PostgresSettings.from_env(Env(env))
-        from gpuid.exporters.pg_schema import Tables, check_schema
-        from gpuid.exporters.postgres import connect, postgres_error
-    except ConfigError as e:
-        print(f"gpuid inventory: {e}", file=sys.stderr)
-        return 2
+        from gpuid.exporters.postgres.exporter import connect, postgres_error
+        from gpuid.exporters.postgres.schema import Tables, check_schema
     except ImportError:
         print("gpuid inventory needs asyncpg: pip install 'gpuid[postgres]'", file=sys.stderr)
         return 2

@@ -1,19 +1,13 @@
-"""What gpuid tells the outside: Prometheus metrics and the /metrics, /healthz, /readyz endpoints.
+"""Every Prometheus metric gpuid exports, defined in one place.
 
 Each ``Metrics`` owns its registry so several pipelines (tests, the demo) can
 run in one process. Label values are bounded: exporter names, scan results and
-a few reasons, never node or pod names. ``HealthServer`` serves them with
-aiohttp in gpuid's own event loop, so a wedged loop fails the liveness probe
-instead of hiding behind a healthy helper thread.
+a few reasons, never node or pod names. ``gpuid.health`` serves them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from aiohttp import web
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -119,42 +113,3 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-class HealthServer:
-    def __init__(self, metrics: Metrics, is_ready: Callable[[], tuple[bool, str]], port: int) -> None:
-        self._metrics = metrics
-        self._is_ready = is_ready
-        self._port = port
-        self._runner: web.AppRunner | None = None
-        self.port: int | None = None
-
-    async def _metrics_handler(self, _: web.Request) -> web.Response:
-        ready, _why = self._is_ready()
-        self._metrics.ready.set(1 if ready else 0)
-        return web.Response(body=self._metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def _healthz(self, _: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
-
-    async def _readyz(self, _: web.Request) -> web.Response:
-        ready, why = self._is_ready()
-        return web.Response(text=f"{why}\n", status=200 if ready else 503)
-
-    async def start(self, host: str = "0.0.0.0") -> None:  # noqa: S104 - probes come from the kubelet
-        app = web.Application()
-        app.router.add_get("/metrics", self._metrics_handler)
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, self._port)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self._port
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None

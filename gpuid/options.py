@@ -1,13 +1,24 @@
-"""Every knob gpuid has, declared once: variable, default, help, group.
+"""Every knob gpuid has, declared once, and the typed reader every package parses its settings with.
 
-This table drives ``gpuid --help``, the CLI flags and the defaults of
-``gpuid.config.Env``; the README's settings tables document the same rows
-(a test keeps them in step). Kept apart from ``config`` because it only grows.
+``OPTIONS`` (variable, default, help, group) drives ``gpuid --help``, the CLI
+flags and the defaults ``Env`` falls back to; the configuration reference in
+docs/ documents the same rows (a test keeps them in step). ``Env`` turns
+strings into validated values and raises one ``ConfigError`` naming the
+variable. Each package parses its own group with it; ``gpuid.config`` is the
+one place that hands it the process's variables.
 """
 
 from __future__ import annotations
 
+import builtins
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
+
+from gpuid.errors import ConfigError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -30,7 +41,11 @@ OPTIONS: list[Option] = [
     Option('LABEL_SELECTOR', 'app=nvidia-device-plugin-daemonset', 'Label selector of the pods to scan.'),
     Option('CONTAINER', 'nvidia-device-plugin', "Container to exec into; empty = the pod's default-container annotation or its only container."),
     Option('NODE_NAME', '', 'Only scan pods on this node (per-node DaemonSet mode).'),
-    Option('EXPORTER_TYPE', 'stdout', 'Comma-separated exporters: stdout, s3, postgres, http.'),
+    Option('EXPORTER_TYPE', '', 'Comma-separated exporters: stdout, s3, postgres, http; added to those the EXPORTER_<NAME> flags select; stdout when nothing is selected.'),
+    Option('EXPORTER_STDOUT', 'false', 'Run the stdout exporter (in addition to EXPORTER_TYPE).'),
+    Option('EXPORTER_S3', 'false', 'Run the s3 exporter (in addition to EXPORTER_TYPE).'),
+    Option('EXPORTER_POSTGRES', 'false', 'Run the postgres exporter (in addition to EXPORTER_TYPE).'),
+    Option('EXPORTER_HTTP', 'false', 'Run the http exporter (in addition to EXPORTER_TYPE).'),
     Option('WORKERS', '16', 'Maximum concurrent pod scans.'),
     Option('TIMEOUT', '30s', 'Per-pod scan budget (Go-style 30s/5m/1h or plain seconds).'),
     Option('MAX_OUTPUT_BYTES', '33554432', 'Cap on nvidia-smi output per exec, in bytes.'),
@@ -104,3 +119,77 @@ OPTIONS: list[Option] = [
     Option('LABEL_PREFIX', 'gpuid.io', 'Prefix of the node labels; gpuid.github.com matches the Go gpuid.', 'scale'),
 ]
 # fmt: on
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``"30s"``, ``"1m30s"``, ``"1h"``, ``"7d"``, ``"250ms"`` or ``"12.5"``."""
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    pos, total = 0, 0.0
+    for m in _DURATION.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNIT[m.group(2)]
+        pos = m.end()
+    if pos != len(text) or not text:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 5m, 1h or seconds)")
+    return total
+
+
+def parse_bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {text!r} (use true or false)")
+
+
+class Env:
+    """Typed, validated reads from a string mapping, defaults from ``OPTIONS``."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self._values = values
+        self._defaults = {o.env: o.default for o in OPTIONS}
+
+    def str(self, name: builtins.str) -> builtins.str:
+        raw = self._values.get(name)
+        return (self._defaults.get(name, "") if raw is None else raw).strip()
+
+    def _typed(self, name: builtins.str, conv: Callable[[builtins.str], T]) -> T:
+        raw = self.str(name)
+        try:
+            return conv(raw)
+        except ValueError as e:
+            raise ConfigError(f"{name}={raw!r} is invalid: {e}") from None
+
+    def int(self, name: builtins.str, *, minimum: int = 0) -> int:
+        value = self._typed(name, int)
+        if value < minimum:
+            raise ConfigError(f"{name}={value} is invalid: must be >= {minimum}")
+        return value
+
+    def duration(self, name: builtins.str, *, positive: bool = True) -> float:
+        value = self._typed(name, parse_duration)
+        if positive and value <= 0:
+            raise ConfigError(f"{name} must be a positive duration, got {self.str(name)!r}")
+        return value
+
+    def bool(self, name: builtins.str) -> bool:
+        return self._typed(name, parse_bool)
+
+    def choice(self, name: builtins.str, choices: tuple[builtins.str, ...]) -> builtins.str:
+        value = self.str(name).lower()
+        if value not in choices:
+            raise ConfigError(f"{name}={value!r} is invalid: choose one of {', '.join(choices)}")
+        return value
+
+    def list(self, name: builtins.str) -> tuple[builtins.str, ...]:
+        return tuple(p.strip().lower() for p in self.str(name).split(",") if p.strip())

@@ -95,9 +95,9 @@ FIELDS = dataclasses.fields(GPUReading)
 FIELD_NAMES = tuple(f.name for f in FIELDS)
 
 
-def utc_now() -> str:
-    """RFC 3339 UTC timestamp with millisecond precision."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def utc_now(timespec: str = "milliseconds") -> str:
+    """RFC 3339 UTC timestamp, ``...Z``, to the millisecond unless ``timespec`` says otherwise."""
+    return datetime.now(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def readings_from_report(

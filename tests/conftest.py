@@ -1,30 +1,23 @@
-"""Shared fixtures: the simulated cluster over real HTTP, an in-process gpuid, leak checks."""
+"""Suite-wide fixtures: the simulated cluster over real HTTP, real backends, JSON logs, leak checks.
+
+Helpers (the app under test, records, services, waiting) live in ``tests/support``,
+which the benchmarks import too; this file only turns them into fixtures.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+import io
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
-from gpuid.app import App
-from gpuid.config import load_settings
-from gpuid.exporters.memory import MemoryExporter
 from gpuid.log import configure_logging
 from gpuid.sim import SimApiServer, SimCluster
-
-FIXTURES = Path(__file__).parent / "fixtures"
-
-
-@dataclass
-class Sim:
-    cluster: SimCluster
-    server: SimApiServer
-    kubeconfig: Path
+from tests.support.app import Sim
+from tests.support.services import PG_PASSWORD, PostgresServer, S3Server, postgres_server, s3_server
 
 
 @pytest.fixture(autouse=True)
@@ -52,62 +45,51 @@ async def sim(tmp_path: Path) -> AsyncIterator[Sim]:
         yield Sim(cluster, server, server.write_kubeconfig(tmp_path / "kubeconfig"))
 
 
-@dataclass
-class Running:
-    app: App
-    task: asyncio.Task[int]
-
-    @property
-    def memory(self) -> MemoryExporter:
-        exporter = self.app.exporters[0]
-        assert isinstance(exporter, MemoryExporter)
-        return exporter
-
-    def sample(self, name: str, **labels: str) -> float:
-        return self.app.metrics.registry.get_sample_value(name, labels) or 0.0
-
-    def uuids(self, pod: str | None = None) -> list[str]:
-        return [r.gpu_uuid for r in self.memory.records if pod is None or r.source.endswith("/" + pod)]
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    with postgres_server() as server:
+        yield server
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        pytest.fail(f"timed out after {timeout}s waiting for {what}")
+@pytest.fixture(scope="session", name="s3_server")
+def s3_server_fixture() -> Iterator[S3Server]:
+    with s3_server() as server:
+        yield server
 
 
-@contextlib.asynccontextmanager
-async def running_app(sim: Sim, **env: str) -> AsyncIterator[Running]:
-    values = {
+@pytest.fixture
+def pg_env(pg_server: PostgresServer) -> dict[str, str]:
+    """Variables for a postgres exporter writing to a fresh schema of the shared server."""
+    return {
         "CLUSTER_NAME": "test",
-        "KUBECONFIG": str(sim.kubeconfig),
-        "EXPORTER_TYPE": "memory",
-        "SERVER_PORT": "0",
-        "TIMEOUT": "5s",
-        "SHUTDOWN_GRACE": "5s",
-        "EXPORT_FLUSH_INTERVAL": "0.05",
-        **env,
+        "EXPORTER_TYPE": "postgres",
+        "POSTGRES_HOST": "127.0.0.1",
+        "POSTGRES_PORT": str(pg_server.port),
+        "POSTGRES_DB": "gpuid",
+        "POSTGRES_USER": "gpuid",
+        "POSTGRES_PASSWORD": PG_PASSWORD,
+        "POSTGRES_SCHEMA": f"t_{uuid.uuid4().hex[:10]}",
+        "POSTGRES_AUTO_MIGRATE": "true",
+        "POSTGRES_TIMEOUT": "5s",
     }
-    app = App(load_settings(values))
-    task = asyncio.create_task(app.run(), name="gpuid-under-test")
-    try:
-        yield Running(app, task)
-    finally:
-        app.stop()
-        assert await task == 0
 
 
-@contextlib.asynccontextmanager
-async def serving(app: web.Application) -> AsyncIterator[str]:
-    """Serve ``app`` on 127.0.0.1 on a free port (a stand-in peer for a test); yields its base URL."""
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
+@pytest.fixture
+def s3_env(s3_server: S3Server) -> dict[str, str]:
+    return {
+        "CLUSTER_NAME": "test",
+        "EXPORTER_TYPE": "s3",
+        "S3_BUCKET": f"gpuid-{uuid.uuid4().hex[:12]}",
+        "S3_ENDPOINT_URL": s3_server.endpoint,
+        "S3_FORCE_PATH_STYLE": "true",
+        "S3_REGION": "us-east-1",
+        "S3_TIMEOUT": "5s",
+    }
+
+
+@pytest.fixture
+def log_output() -> io.StringIO:
+    """Every log line of the test, as JSON, in a buffer the test reads."""
+    buffer = io.StringIO()
+    configure_logging("debug", "json", stream=buffer)
+    return buffer

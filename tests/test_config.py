@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from gpuid.cli import main
-from gpuid.config import load_settings, parse_duration
+from gpuid.config import load_settings
 from gpuid.errors import ConfigError
-from gpuid.options import OPTIONS
+from gpuid.options import OPTIONS, parse_duration
 
 
 def test_defaults_match_the_documented_ones() -> None:
@@ -21,7 +21,7 @@ def test_defaults_match_the_documented_ones() -> None:
     assert s.watch.label_selector == "app=nvidia-device-plugin-daemonset"
     assert s.watch.container == "nvidia-device-plugin"
     assert s.watch.node_name == ""
-    assert s.exporters == ("stdout",)
+    assert s.exporters.names == ("stdout",)
     assert s.scan.workers == 16
     assert s.scan.timeout == 30.0
     assert s.scan.max_output_bytes == 32 * 1024 * 1024
@@ -61,7 +61,7 @@ def test_bad_durations_are_rejected(text: str) -> None:
         ({"CLUSTER_NAME": "c", "TIMEOUT": "0s"}, "TIMEOUT must be a positive duration"),
         ({"CLUSTER_NAME": "c", "LOG_FORMAT": "xml"}, "LOG_FORMAT='xml' is invalid"),
         ({"CLUSTER_NAME": "c", "SERVER_PORT": "70000"}, "SERVER_PORT=70000 is invalid"),
-        ({"CLUSTER_NAME": "c", "EXPORTER_TYPE": " , "}, "EXPORTER_TYPE must name"),
+        ({"CLUSTER_NAME": "c", "EXPORTER_TYPE": "memory"}, "unknown exporter 'memory'"),
     ],
 )
 def test_invalid_settings_name_the_variable(env: dict[str, str], message: str) -> None:
@@ -102,3 +102,21 @@ def test_help_documents_every_variable_with_its_default() -> None:
         assert f"env {opt.env};" in flat
         if opt.default:
             assert f"default: {opt.default!r}" in flat
+
+
+def test_exporters_are_the_union_of_exporter_type_and_the_flags() -> None:
+    base = {"CLUSTER_NAME": "c", "S3_BUCKET": "bkt", "POSTGRES_HOST": "db"}
+    assert load_settings(base).exporters.names == ("stdout",)
+    assert load_settings(base | {"EXPORTER_S3": "true"}).exporters.names == ("s3",)
+    flags = {"EXPORTER_S3": "true", "EXPORTER_HTTP": "false"}
+    both = load_settings(base | {"EXPORTER_TYPE": "postgres"} | flags)
+    assert both.exporters.names == ("postgres", "s3")
+    same = load_settings(base | {"EXPORTER_TYPE": "s3,stdout", "EXPORTER_S3": "true"})
+    assert same.exporters.names == ("s3", "stdout")
+    with pytest.raises(ConfigError, match="EXPORTER_POSTGRES='maybe' is invalid"):
+        load_settings(base | {"EXPORTER_POSTGRES": "maybe"})
+
+
+def test_the_test_double_is_not_an_exporter_users_can_select(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--cluster-name", "c", "--exporter-type", "memory"]) == 2
+    assert "unknown exporter 'memory'" in capsys.readouterr().err

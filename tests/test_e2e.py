@@ -12,9 +12,7 @@ import sys
 import aiohttp
 
 from gpuid.sim import bundled_capture
-
-from .conftest import Sim
-from .test_pipeline import GB200, H100, add_gpu_node
+from tests.support.app import GB200, H100, Sim, add_gpu_node
 
 
 def free_port() -> int:

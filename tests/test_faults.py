@@ -14,8 +14,7 @@ import asyncio
 from collections import Counter
 
 from gpuid.sim import bundled_capture
-
-from .conftest import Running, Sim, running_app, wait_for
+from tests.support.app import Running, Sim, eventually, running_app
 
 ONE_GPU = "one-gpu"
 POD_PATHS = "/namespaces/gpu-operator/pods?"  # pod list and watch requests (not exec)
@@ -48,9 +47,9 @@ async def test_sweep_survives_dropped_watches_500s_and_429s(sim: Sim) -> None:
             sim.cluster.fail_requests(1, 429, path_contains=POD_PATHS)
             sim.cluster.drop_watches(reset=round_ % 2 == 1)
             pods.extend(add_one_gpu_pods(sim, round_ * 100, 100))
-            await wait_for(lambda: not sim.cluster.pending_failures, what="the failures to be met")
-            await wait_for(lambda: sim.server.open_watches == 2, what="both watches back")
-        await wait_for(lambda: len(run.memory.records) >= 500, timeout=45, what="500 records")
+            await eventually(lambda: not sim.cluster.pending_failures, what="the failures to be met")
+            await eventually(lambda: sim.server.open_watches == 2, what="both watches back")
+        await eventually(lambda: len(run.memory.records) >= 500, timeout=45, what="500 records")
         await asyncio.sleep(0.3)  # time for a duplicate to show up, were there one
         assert records_per_pod(run) == Counter(dict.fromkeys(pods, 1))
         assert sim.cluster.request_counts["exec"] == 500
@@ -60,7 +59,7 @@ async def test_sweep_survives_dropped_watches_500s_and_429s(sim: Sim) -> None:
 async def test_repeated_410s_relist_without_missing_or_repeating_a_pod(sim: Sim) -> None:
     pods = add_one_gpu_pods(sim, 0, 40)
     async with running_app(sim, WORKERS="16") as run:
-        await wait_for(lambda: len(run.memory.records) == 40)
+        await eventually(lambda: len(run.memory.records) == 40)
         for round_ in range(1, 5):
             # Keep the watch away while pods change and history is compacted: it resumes from a gone rv.
             sim.cluster.fail_requests(1, 500, path_contains=POD_PATHS)
@@ -68,7 +67,7 @@ async def test_repeated_410s_relist_without_missing_or_repeating_a_pod(sim: Sim)
             await asyncio.sleep(0.02)
             pods.extend(add_one_gpu_pods(sim, round_ * 40, 40))
             sim.cluster.compact()
-            await wait_for(lambda: len(run.memory.records) == len(pods), timeout=20, what="new pods")
+            await eventually(lambda: len(run.memory.records) == len(pods), timeout=20, what="new pods")
         await asyncio.sleep(0.3)
         assert records_per_pod(run) == Counter(dict.fromkeys(pods, 1))
         assert sim.cluster.request_counts["exec"] == 200
@@ -83,12 +82,12 @@ async def test_only_the_2_percent_of_failing_execs_are_retried(sim: Sim) -> None
     for pod in hanging:
         sim.cluster.set_exec(pod, hang=True)
     async with running_app(sim, WORKERS="16", TIMEOUT="1s", RETRY_MAX_BACKOFF="0.5s") as run:
-        await wait_for(lambda: len(run.memory.records) == 196, timeout=30, what="the healthy pods")
-        await wait_for(lambda: run.sample("gpuid_scans_total", result="exec_error") >= 4, what="retries")
-        await wait_for(lambda: run.sample("gpuid_scans_total", result="timeout") >= 4, what="retries")
+        await eventually(lambda: len(run.memory.records) == 196, timeout=30, what="the healthy pods")
+        await eventually(lambda: run.sample("gpuid_scans_total", result="exec_error") >= 4, what="retries")
+        await eventually(lambda: run.sample("gpuid_scans_total", result="timeout") >= 4, what="retries")
         for pod in failing + hanging:
             sim.cluster.set_exec(pod)  # healed: the next retry succeeds
-        await wait_for(lambda: len(run.memory.records) == 200, timeout=20, what="the healed pods")
+        await eventually(lambda: len(run.memory.records) == 200, timeout=20, what="the healed pods")
         await asyncio.sleep(0.3)
         assert records_per_pod(run) == Counter(dict.fromkeys(pods, 1))
         failures = run.sample("gpuid_scans_total", result="exec_error") + run.sample(
@@ -102,13 +101,13 @@ async def test_a_pod_deleted_mid_exec_gives_no_record_and_no_crash(sim: Sim) -> 
     doomed, healthy = add_one_gpu_pods(sim, 0, 2)
     sim.cluster.set_exec(doomed, delay=10)
     async with running_app(sim) as run:
-        await wait_for(lambda: records_per_pod(run)[healthy] == 1)
-        await wait_for(lambda: sim.server.open_exec_sessions == 1, what="the slow exec")
+        await eventually(lambda: records_per_pod(run)[healthy] == 1)
+        await eventually(lambda: sim.server.open_exec_sessions == 1, what="the slow exec")
         sim.cluster.delete_pod(doomed)
-        await wait_for(lambda: run.sample("gpuid_scans_total", result="exec_error") == 1)
-        await wait_for(lambda: run.sample("gpuid_pods_tracked") == 1, what="the pod forgotten")
+        await eventually(lambda: run.sample("gpuid_scans_total", result="exec_error") == 1)
+        await eventually(lambda: run.sample("gpuid_pods_tracked") == 1, what="the pod forgotten")
         (late,) = add_one_gpu_pods(sim, 2, 1)  # gpuid is still at work
-        await wait_for(lambda: records_per_pod(run)[late] == 1)
+        await eventually(lambda: records_per_pod(run)[late] == 1)
         assert doomed not in records_per_pod(run)
         assert not run.task.done()
         assert sim.cluster.request_counts["exec"] == 3  # the deleted pod is not retried

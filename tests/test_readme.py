@@ -14,9 +14,7 @@ from pathlib import Path
 from gpuid.metrics import Metrics
 from gpuid.options import OPTIONS
 from gpuid.records import FIELD_NAMES
-
-from .conftest import Sim
-from .test_pipeline import GB200, H100, add_gpu_node
+from tests.support.app import GB200, H100, Sim, add_gpu_node
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 

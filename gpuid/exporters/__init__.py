@@ -11,11 +11,27 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from gpuid.config import Settings
 from gpuid.errors import ConfigError
 from gpuid.records import GPUReading
+
+if TYPE_CHECKING:
+    from gpuid.exporters.http import HttpSettings
+    from gpuid.exporters.postgres.settings import PostgresSettings
+    from gpuid.exporters.s3client import S3Settings
+
+
+@dataclass(frozen=True)
+class ExporterSettings:
+    """Which exporters run, and the settings of each selected one (parsed only when selected)."""
+
+    names: tuple[str, ...] = ("stdout",)
+    cluster: str = ""  # stamped into S3 keys
+    s3: S3Settings | None = None
+    postgres: PostgresSettings | None = None
+    http: HttpSettings | None = None
 
 
 @runtime_checkable
@@ -40,19 +56,24 @@ class Exporter(Protocol):
 # name -> (module, factory attribute, pip extra that brings its client)
 REGISTRY: dict[str, tuple[str, str, str | None]] = {
     "stdout": ("gpuid.exporters.stdout", "StdoutExporter", None),
-    "memory": ("gpuid.exporters.memory", "MemoryExporter", None),
     "s3": ("gpuid.exporters.s3", "S3Exporter", "s3"),
-    "postgres": ("gpuid.exporters.postgres", "PostgresExporter", "postgres"),
-    "http": ("gpuid.exporters.http", "HttpExporter", None),  # aiohttp comes with kubernetes-asyncio
+    "postgres": ("gpuid.exporters.postgres.exporter", "PostgresExporter", "postgres"),
+    "http": ("gpuid.exporters.http", "HttpExporter", None),
 }
 
 
-def build_exporters(settings: Settings) -> list[Exporter]:
-    """Instantiate the exporters named in ``settings.exporters`` (config errors raised here)."""
-    exporters: list[Exporter] = []
-    for name in dict.fromkeys(settings.exporters):
+def check_names(names: Sequence[str]) -> None:
+    """``ConfigError`` unless every name is a known exporter."""
+    for name in names:
         if name not in REGISTRY:
             raise ConfigError(f"EXPORTER_TYPE: unknown exporter {name!r}; choose from {', '.join(REGISTRY)}")
+
+
+def build_exporters(settings: ExporterSettings) -> list[Exporter]:
+    """Instantiate the selected exporters (a missing client library is a config error here)."""
+    check_names(settings.names)
+    exporters: list[Exporter] = []
+    for name in dict.fromkeys(settings.names):
         module_name, attr, extra = REGISTRY[name]
         try:
             module = importlib.import_module(module_name)

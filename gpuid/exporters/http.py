@@ -13,16 +13,39 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from gpuid import __version__
-from gpuid.config import Settings
-from gpuid.errors import ExportError
-from gpuid.exporters.settings import HttpSettings, env_of
+from gpuid.errors import ConfigError, ExportError
+from gpuid.exporters import ExporterSettings
+from gpuid.options import Env
 from gpuid.records import SCHEMA_VERSION, GPUReading
 
 _HINTS = {401: "check HTTP_AUTH_TOKEN", 403: "check HTTP_AUTH_TOKEN", 404: "check HTTP_ENDPOINT"}
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    endpoint: str
+    timeout: float = 10.0
+    auth_token: str = field(default="", repr=False)
+
+    @classmethod
+    def from_env(cls, env: Env) -> HttpSettings:
+        endpoint = env.str("HTTP_ENDPOINT")
+        if not endpoint:
+            raise ConfigError("HTTP_ENDPOINT is required by the http exporter")
+        parts = urlsplit(endpoint)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"HTTP_ENDPOINT={endpoint!r} is invalid: use an http(s):// URL")
+        if parts.password:
+            raise ConfigError("HTTP_ENDPOINT must not embed credentials: use HTTP_AUTH_TOKEN")
+        return cls(
+            endpoint=endpoint, timeout=env.duration("HTTP_TIMEOUT"), auth_token=env.str("HTTP_AUTH_TOKEN")
+        )
 
 
 class HttpExporter:
@@ -33,8 +56,9 @@ class HttpExporter:
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> HttpExporter:
-        return cls(HttpSettings.from_env(env_of(settings)))
+    def from_settings(cls, settings: ExporterSettings) -> HttpExporter:
+        assert settings.http is not None  # parsed whenever http is selected
+        return cls(settings.http)
 
     async def open(self) -> None:
         if self._session is None:

@@ -21,24 +21,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import aioboto3
-import botocore.exceptions  # type: ignore[import-untyped]
-from botocore.config import Config  # type: ignore[import-untyped]
-
 from gpuid import __version__
-from gpuid.config import Settings
 from gpuid.errors import ExportError
-from gpuid.exporters.settings import S3Settings, env_of
+from gpuid.exporters import ExporterSettings
+from gpuid.exporters.s3client import S3Settings, error_code, open_client, s3_error
 from gpuid.records import FIELD_NAMES, SCHEMA_VERSION, GPUReading
 
 CONTENT_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv"}
-_TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError"}
-_HINTS = {
-    "NoSuchBucket": "check S3_BUCKET (and S3_REGION / S3_ENDPOINT_URL)",
-    "AccessDenied": "the credentials may not write to this bucket (s3:PutObject)",
-    "InvalidAccessKeyId": "check the AWS credentials",
-    "SignatureDoesNotMatch": "check the AWS credentials",
-}
 
 
 def encode_csv(batch: Sequence[GPUReading]) -> bytes:
@@ -57,24 +46,6 @@ def encode_jsonl(batch: Sequence[GPUReading]) -> bytes:
     return "".join(r.to_json() + "\n" for r in batch).encode()
 
 
-def s3_error(e: Exception, bucket: str) -> ExportError:
-    """Wrap a botocore failure: throttling, 5xx and connection trouble are transient."""
-    if isinstance(e, botocore.exceptions.ClientError):
-        error = e.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-        transient = status >= 500 or status in (408, 429) or code in _TRANSIENT_CODES
-        hint = _HINTS.get(code) or ("bucket not found" if code == "404" else "")
-        message = f"s3 bucket {bucket!r}: {code or status} {error.get('Message', '')}".rstrip()
-        return ExportError(message + (f"; {hint}" if hint else ""), transient=transient)
-    if isinstance(e, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError):
-        return ExportError(
-            f"s3: {e}; set up the AWS credential chain (env, IRSA, instance profile)", transient=False
-        )
-    # Endpoint unreachable, connection reset, timeouts, and anything else from the transport.
-    return ExportError(f"s3 bucket {bucket!r}: {type(e).__name__}: {e}", transient=True)
-
-
 class S3Exporter:
     name = "s3"
 
@@ -85,31 +56,19 @@ class S3Exporter:
         self._client: Any = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> S3Exporter:
-        return cls(S3Settings.from_env(env_of(settings)), settings.cluster_name)
+    def from_settings(cls, settings: ExporterSettings) -> S3Exporter:
+        assert settings.s3 is not None  # parsed whenever s3 is selected
+        return cls(settings.s3, settings.cluster)
 
     async def open(self) -> None:
         cfg = self.config
-        boto_config = Config(
-            connect_timeout=cfg.timeout,
-            read_timeout=cfg.timeout,
-            retries={"mode": "standard", "max_attempts": 2},  # delivery does the patient retrying
-            s3={"addressing_style": "path" if cfg.force_path_style else "auto"},
-        )
-        session = aioboto3.Session()
-        client = session.client(
-            "s3", region_name=cfg.region, endpoint_url=cfg.endpoint_url, config=boto_config
-        )
-        self._client = await self._stack.enter_async_context(client)
+        # botocore retries twice at most: delivery does the patient retrying
+        self._client = await open_client(cfg, self._stack, attempts=2)
         try:
             await self._client.head_bucket(Bucket=cfg.bucket)
-        except botocore.exceptions.ClientError as e:
-            code = str(e.response.get("Error", {}).get("Code", ""))
-            if code in ("403", "AccessDenied"):
-                return  # a PutObject-only role may not HeadBucket: find out on the first write
-            await self.close()
-            raise s3_error(e, cfg.bucket) from None
         except Exception as e:
+            if error_code(e) in ("403", "AccessDenied"):
+                return  # a PutObject-only role may not HeadBucket: find out on the first write
             await self.close()
             raise s3_error(e, cfg.bucket) from None
 
@@ -143,10 +102,7 @@ class S3Exporter:
             body = gzip.compress(body, mtime=0)
             args["ContentEncoding"] = "gzip"
         args["Body"] = body
-        if cfg.sse:
-            args["ServerSideEncryption"] = cfg.sse
-            if cfg.sse_kms_key_id:
-                args["SSEKMSKeyId"] = cfg.sse_kms_key_id
+        args.update(cfg.encryption())
         return args
 
     async def export(self, batch: Sequence[GPUReading]) -> None:
@@ -168,10 +124,8 @@ class S3Exporter:
             return False
         try:
             await self._client.head_bucket(Bucket=self.config.bucket)
-        except botocore.exceptions.ClientError as e:
-            return str(e.response.get("Error", {}).get("Code", "")) in ("403", "AccessDenied")
-        except Exception:  # health answers a question, it does not report
-            return False
+        except Exception as e:  # health answers a question, it does not report
+            return error_code(e) in ("403", "AccessDenied")
         return True
 
     async def close(self) -> None:

@@ -10,8 +10,8 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from gpuid.config import Settings
 from gpuid.errors import ExportError
+from gpuid.exporters import ExporterSettings
 from gpuid.records import GPUReading
 
 
@@ -22,7 +22,7 @@ class StdoutExporter:
         self._stream = stream
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> StdoutExporter:
+    def from_settings(cls, settings: ExporterSettings) -> StdoutExporter:
         return cls()
 
     async def open(self) -> None:

@@ -15,33 +15,15 @@ from typing import Any
 
 import pytest
 
-from gpuid.bugreport_collect import Target
-from gpuid.cluster import BUG_REPORT_REQUEST, BUG_REPORT_STATUS, slim_pod
-from gpuid.kube import connect
+from gpuid.bugreport.collect import Target
+from gpuid.bugreport.status import BUG_REPORT_REQUEST, BUG_REPORT_STATUS
+from gpuid.kube.client import connect
+from gpuid.kube.objects import slim_pod
 from gpuid.log import configure_logging
-from tests.conftest import Sim
-from tests.exporters.conftest import S3Server, s3_server
+from tests.support.app import DRIVER_LABELS, Sim, add_driver_node, driver_pod_name
+from tests.support.services import S3Server
 
-__all__ = ["S3Server", "s3_server"]
-
-DRIVER_LABELS = {"app.kubernetes.io/component": "nvidia-driver", "app": "nvidia-driver-daemonset"}
-DRIVER_CONTAINERS = ("nvidia-driver-ctr", "nvidia-peermem-ctr")
-
-
-def driver_pod_name(node: str) -> str:
-    return f"nvidia-driver-daemonset-{node}"
-
-
-def add_driver_node(
-    sim: Sim, node: str, *, device_plugin: bool = True, capture: str = "gpuid-gb200-x4"
-) -> str:
-    """A GPU node with a ready driver pod (two containers, as the GPU Operator runs it)."""
-    sim.cluster.add_node(node, capture=capture)
-    if device_plugin:
-        sim.cluster.add_pod(f"dp-{node}", node=node)
-    name = driver_pod_name(node)
-    sim.cluster.add_pod(name, node=node, labels=DRIVER_LABELS, containers=DRIVER_CONTAINERS)
-    return name
+__all__ = ["DRIVER_LABELS", "S3Server", "add_driver_node", "driver_pod_name"]
 
 
 def driver_target(sim: Sim, node: str) -> Target:

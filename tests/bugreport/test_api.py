@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.conftest import Sim, running_app, serving, wait_for
+from tests.support.app import Sim, eventually, running_app
+from tests.support.services import serving
 
 from .conftest import add_driver_node, driver_pod_name, pod_files
 
@@ -74,8 +75,8 @@ async def test_task_from_the_api_is_collected_and_uploaded_as_multipart(sim: Sim
     add_driver_node(sim, "gpu-node-1")
     vendor.events.append("evt-1")
     async with running_app(sim, **api_env(vendor)) as run:
-        await wait_for(lambda: len(vendor.uploads) == 1, what="the upload")
-        await wait_for(lambda: len(vendor.polls) >= 3, what="polling to go on")
+        await eventually(lambda: len(vendor.uploads) == 1, what="the upload")
+        await eventually(lambda: len(vendor.polls) >= 3, what="polling to go on")
         assert run.sample("gpuid_bug_reports_total", trigger="api", result="success") == 1
     [upload] = vendor.uploads
     assert upload["kind"] == "multipart"
@@ -98,7 +99,7 @@ async def test_failed_collection_is_reported_as_json(sim: Sim, vendor: VendorApi
     sim.cluster.pod_files.set_bug_report(driver_pod_name("gpu-node-1"), missing=True)
     vendor.events.append("evt-2")
     async with running_app(sim, **api_env(vendor, BUG_REPORT_DIR=str(tmp_path))) as run:
-        await wait_for(lambda: len(vendor.uploads) == 1, what="the failure report")
+        await eventually(lambda: len(vendor.uploads) == 1, what="the failure report")
         assert run.sample("gpuid_bug_reports_total", trigger="api", result="failed") == 1
     [upload] = vendor.uploads
     assert upload["kind"] == "json"
@@ -115,5 +116,5 @@ async def test_unreachable_api_is_counted_and_polling_goes_on(sim: Sim, vendor: 
     add_driver_node(sim, "gpu-node-1")
     env = api_env(vendor, API_BASE_URL=vendor.url.replace("/v1", "/nope"))
     async with running_app(sim, **env) as run:
-        await wait_for(lambda: run.sample("gpuid_bug_report_errors_total", stage="api") >= 2)
+        await eventually(lambda: run.sample("gpuid_bug_report_errors_total", stage="api") >= 2)
         assert vendor.uploads == []

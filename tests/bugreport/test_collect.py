@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from gpuid.bugreport_collect import BugReportError, collect_report, report_name, safe_name
-from gpuid.bugreport_sinks import LocalDirectory
+from gpuid.bugreport.collect import collect_report, report_name, safe_name
+from gpuid.bugreport.sinks import LocalDirectory
+from gpuid.errors import BugReportError
 from gpuid.metrics import Metrics
-from tests.conftest import Sim, wait_for
+from tests.support.app import Sim, eventually
 
 from .conftest import add_driver_node, driver_pod_name, driver_target, pod_files, reports_in
 
@@ -71,7 +72,7 @@ async def test_hung_script_or_download_is_cut_at_the_deadline_and_cleaned_up(
     assert str(caught.value) == f"{phase} did not finish within 1s"
     assert pod_files(sim, "n1") == []  # the partial report was removed from the pod
     assert list((tmp_path / "n1").glob("*")) == []  # and nothing partial was kept here
-    await wait_for(lambda: sim.server.open_exec_sessions == 0, what="the server to see the exec closed")
+    await eventually(lambda: sim.server.open_exec_sessions == 0, what="the server to see the exec closed")
 
 
 async def test_missing_script_fails_clearly(sim: Sim, kube: Any, tmp_path: Path) -> None:

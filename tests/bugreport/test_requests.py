@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import Sim, running_app, wait_for
+from tests.support.app import Sim, eventually, running_app
 
 from .conftest import add_driver_node, annotate, driver_pod_name, pod_files, reports_in, status_of
 
@@ -29,9 +29,11 @@ async def test_annotation_request_yields_a_verified_report_and_a_success_status(
 ) -> None:
     add_driver_node(sim, "gpu-node-1")
     async with running_app(sim, **enabled(tmp_path)) as run:
-        await wait_for(lambda: run.sample("gpuid_scans_total", result="success") == 1)
+        await eventually(lambda: run.sample("gpuid_scans_total", result="success") == 1)
         await annotate(sim, "gpu-node-1", "r1")
-        await wait_for(lambda: (status_of(sim, "gpu-node-1") or {}).get("result") == "success", what="status")
+        await eventually(
+            lambda: (status_of(sim, "gpu-node-1") or {}).get("result") == "success", what="status"
+        )
         status = status_of(sim, "gpu-node-1")
         assert status is not None
         [report] = reports_in(tmp_path, "gpu-node-1")
@@ -55,16 +57,14 @@ async def test_annotation_request_yields_a_verified_report_and_a_success_status(
         assert line["pod"] == f"gpu-operator/{driver_pod_name('gpu-node-1')}"
 
         await annotate(sim, "gpu-node-1", "r2")  # any new value is a new request
-        await wait_for(lambda: (status_of(sim, "gpu-node-1") or {}).get("request") == "r2")
-        await wait_for(lambda: (status_of(sim, "gpu-node-1") or {}).get("result") == "success")
+        await eventually(lambda: (status_of(sim, "gpu-node-1") or {}).get("request") == "r2")
+        await eventually(lambda: (status_of(sim, "gpu-node-1") or {}).get("result") == "success")
         assert len(reports_in(tmp_path, "gpu-node-1")) == 2
 
     # A restart sees r2 answered by the status: nothing is collected again.
     async with running_app(sim, **enabled(tmp_path)) as run:
-        await wait_for(lambda: run.sample("gpuid_scans_total", result="success") == 1)
-        await wait_for(
-            lambda: run.app.features.drivers is not None and run.app.features.drivers.informer.synced.is_set()
-        )
+        await eventually(lambda: run.sample("gpuid_scans_total", result="success") == 1)
+        await eventually(lambda: run.app.drivers is not None and run.app.drivers.informer.synced.is_set())
         assert run.sample("gpuid_bug_reports_total", trigger="request", result="success") == 0
     assert len(reports_in(tmp_path, "gpu-node-1")) == 2
 
@@ -73,7 +73,9 @@ async def test_request_for_a_node_without_driver_pod_fails_clearly(sim: Sim, tmp
     sim.cluster.add_node("bare", capture="gpuid-gb200-x4")
     async with running_app(sim, **enabled(tmp_path)) as run:
         await annotate(sim, "bare", "ticket-7")
-        await wait_for(lambda: (status_of(sim, "bare") or {}).get("result") == "failed", what="failed status")
+        await eventually(
+            lambda: (status_of(sim, "bare") or {}).get("result") == "failed", what="failed status"
+        )
         status = status_of(sim, "bare")
         assert status is not None
         assert status["request"] == "ticket-7"
@@ -87,7 +89,7 @@ async def test_missing_script_is_reported_in_the_status(sim: Sim, tmp_path: Path
     sim.cluster.pod_files.set_bug_report(driver_pod_name("n1"), missing=True)
     async with running_app(sim, **enabled(tmp_path)):
         await annotate(sim, "n1", "r1")
-        await wait_for(lambda: (status_of(sim, "n1") or {}).get("result") == "failed")
+        await eventually(lambda: (status_of(sim, "n1") or {}).get("result") == "failed")
         status = status_of(sim, "n1")
         assert status is not None
         assert "nvidia-bug-report.sh not found in container nvidia-driver-ctr" in status["error"]
@@ -97,11 +99,11 @@ async def test_missing_script_is_reported_in_the_status(sim: Sim, tmp_path: Path
 async def test_off_by_default_no_driver_watch_and_requests_are_ignored(sim: Sim, tmp_path: Path) -> None:
     add_driver_node(sim, "n1")
     async with running_app(sim) as run:
-        await wait_for(lambda: run.sample("gpuid_scans_total", result="success") == 1)
+        await eventually(lambda: run.sample("gpuid_scans_total", result="success") == 1)
         await annotate(sim, "n1", "r1")
-        await wait_for(lambda: sim.server.open_watches == 2, what="pod and node watches")
-        assert run.app.features.drivers is None
-        assert run.app.features.reporter is None
+        await eventually(lambda: sim.server.open_watches == 2, what="pod and node watches")
+        assert run.app.drivers is None
+        assert run.app.reporter is None
         assert status_of(sim, "n1") is None
         assert run.sample("gpuid_bug_reports_total", trigger="request", result="success") == 0
 
@@ -113,10 +115,10 @@ async def test_nvidia_smi_failure_collects_one_report_per_min_interval(sim: Sim,
     sim.cluster.set_exec("dp-nosmi", missing_smi=True)  # not a GPU problem: no report
     env = enabled(tmp_path, BUG_REPORT_ON_FAILURE="true", RETRY_MAX_BACKOFF="0.2s")
     async with running_app(sim, **env) as run:
-        await wait_for(
+        await eventually(
             lambda: run.sample("gpuid_bug_reports_total", trigger="failure", result="success") == 1
         )
-        await wait_for(
+        await eventually(
             lambda: run.sample("gpuid_scans_total", result="exec_error") >= 6, what="more failures"
         )
         assert run.sample("gpuid_bug_reports_total", trigger="failure", result="success") == 1
@@ -139,8 +141,8 @@ async def test_schedule_collects_every_node_within_the_concurrency_limit(sim: Si
         return all(len(reports_in(tmp_path, f"n{i}")) == 1 for i in range(3))
 
     async with running_app(sim, **env) as run:
-        await wait_for(sample, what="a scheduled report from every node")
-        await wait_for(
+        await eventually(sample, what="a scheduled report from every node")
+        await eventually(
             lambda: run.sample("gpuid_bug_reports_total", trigger="schedule", result="success") >= 6
         )
         sample()
@@ -153,11 +155,13 @@ async def test_hung_script_times_out_while_scanning_goes_on(sim: Sim, tmp_path: 
     sim.cluster.pod_files.set_bug_report(driver_pod_name("stuck"), runtime=math.inf)
     async with running_app(sim, **enabled(tmp_path, BUG_REPORT_TIMEOUT="1s")) as run:
         await annotate(sim, "stuck", "r1")
-        await wait_for(lambda: (status_of(sim, "stuck") or {}).get("result") == "running", what="running")
+        await eventually(lambda: (status_of(sim, "stuck") or {}).get("result") == "running", what="running")
         add_driver_node(sim, "late")  # a pod that appears while the collection hangs is scanned at once
-        await wait_for(lambda: len(run.uuids("dp-late")) == 4, what="the new pod's records")
+        await eventually(lambda: len(run.uuids("dp-late")) == 4, what="the new pod's records")
         assert (status_of(sim, "stuck") or {}).get("result") == "running"
-        await wait_for(lambda: (status_of(sim, "stuck") or {}).get("result") == "failed", what="the deadline")
+        await eventually(
+            lambda: (status_of(sim, "stuck") or {}).get("result") == "failed", what="the deadline"
+        )
         status = status_of(sim, "stuck")
         assert status is not None
         assert status["error"] == "nvidia-bug-report.sh did not finish within 1s"
@@ -178,9 +182,9 @@ async def test_one_collection_per_node_at_a_time(sim: Sim, tmp_path: Path) -> No
 
     async with running_app(sim, **enabled(tmp_path, BUG_REPORT_CONCURRENCY="4")) as run:
         await annotate(sim, "n1", "r1")
-        await wait_for(lambda: (status_of(sim, "n1") or {}).get("result") == "running")
+        await eventually(lambda: (status_of(sim, "n1") or {}).get("result") == "running")
         await annotate(sim, "n1", "r2")  # arrives while r1 runs: waits for it, is not dropped
-        await wait_for(second_done, what="the second request")
+        await eventually(second_done, what="the second request")
         assert run.sample("gpuid_bug_reports_total", trigger="request", result="success") == 2
     assert most == 1
     assert [re.search(r"-(r\d)-", p.name).group(1) for p in reports_in(tmp_path, "n1")] == ["r1", "r2"]  # type: ignore[union-attr]

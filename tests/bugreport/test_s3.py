@@ -9,7 +9,7 @@ from typing import Any
 
 import aioboto3
 
-from tests.conftest import Sim, running_app, wait_for
+from tests.support.app import Sim, eventually, running_app
 
 from .conftest import S3Server, add_driver_node, annotate, driver_pod_name, pod_files, reports_in, status_of
 
@@ -43,7 +43,7 @@ async def test_request_is_uploaded_multipart_with_its_checksum_and_kept_locally(
     sim.cluster.pod_files.set_bug_report(driver_pod_name("gpu-node-1"), size=12 * 1024 * 1024)  # 3 parts
     async with running_app(sim, **env):
         await annotate(sim, "gpu-node-1", "r1")
-        await wait_for(lambda: (status_of(sim, "gpu-node-1") or {}).get("result") == "success", timeout=40)
+        await eventually(lambda: (status_of(sim, "gpu-node-1") or {}).get("result") == "success", timeout=40)
     status = status_of(sim, "gpu-node-1")
     assert status is not None
     [local] = reports_in(tmp_path, "gpu-node-1")
@@ -74,7 +74,7 @@ async def test_failed_download_aborts_the_upload(sim: Sim, s3_server: S3Server, 
     )
     async with running_app(sim, **env) as run:
         await annotate(sim, "n1", "r1")
-        await wait_for(lambda: (status_of(sim, "n1") or {}).get("result") == "failed", timeout=30)
+        await eventually(lambda: (status_of(sim, "n1") or {}).get("result") == "failed", timeout=30)
         assert run.sample("gpuid_bug_reports_total", trigger="request", result="timeout") == 1
     status = status_of(sim, "n1")
     assert status is not None
@@ -95,7 +95,7 @@ async def test_missing_bucket_fails_the_request_with_a_hint(
     add_driver_node(sim, "n1")
     async with running_app(sim, **env):
         await annotate(sim, "n1", "r1")
-        await wait_for(lambda: (status_of(sim, "n1") or {}).get("result") == "failed", timeout=30)
+        await eventually(lambda: (status_of(sim, "n1") or {}).get("result") == "failed", timeout=30)
     status = status_of(sim, "n1")
     assert status is not None
     assert "NoSuchBucket" in status["error"]

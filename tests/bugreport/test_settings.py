@@ -6,14 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from gpuid.bugreport_settings import BugReportSettings, read_vm_id
+from gpuid.bugreport.settings import BugReportSettings, read_vm_id
 from gpuid.config import load_settings
-from gpuid.driverpods import DriverSettings
 from gpuid.errors import ConfigError
+from gpuid.options import Env
+from gpuid.scan.settings import DriverSettings
 
 
 def settings(**env: str) -> BugReportSettings:
-    return BugReportSettings.from_settings(load_settings({"CLUSTER_NAME": "c", **env}), Path("/nonexistent"))
+    return BugReportSettings.from_env(Env(env), env.get("NODE_NAME", ""), Path("/nonexistent"))
 
 
 def test_defaults_are_off_and_match_the_documented_values() -> None:
@@ -22,7 +23,7 @@ def test_defaults_are_off_and_match_the_documented_values() -> None:
     assert (on.enabled, on.directory, on.s3, on.api) == (True, Path("/var/lib/gpuid"), None, None)
     assert (on.keep, on.timeout, on.on_failure, on.min_interval) == (5, 300.0, False, 3600.0)
     assert (on.interval, on.concurrency) == (0.0, 2)
-    driver = DriverSettings.from_settings(load_settings({"CLUSTER_NAME": "c", "NAMESPACE": "nvidia"}))
+    driver = load_settings({"CLUSTER_NAME": "c", "NAMESPACE": "nvidia"}).drivers
     assert driver == DriverSettings(namespace="nvidia")  # DRIVER_NAMESPACE defaults to NAMESPACE
 
 
@@ -67,26 +68,17 @@ def test_bad_settings_stop_gpuid_naming_the_variable(env: dict[str, str], messag
 
 def test_scan_source_and_selector_are_validated() -> None:
     with pytest.raises(ConfigError, match="SCAN_SOURCE='gpu' is invalid: choose one of device-plugin"):
-        DriverSettings.from_settings(load_settings({"CLUSTER_NAME": "c", "SCAN_SOURCE": "gpu"}))
+        load_settings({"CLUSTER_NAME": "c", "SCAN_SOURCE": "gpu"})
     with pytest.raises(ConfigError, match="DRIVER_LABEL_SELECTOR must not be empty"):
-        DriverSettings.from_settings(load_settings({"CLUSTER_NAME": "c", "DRIVER_LABEL_SELECTOR": " "}))
+        load_settings({"CLUSTER_NAME": "c", "DRIVER_LABEL_SELECTOR": " "})
 
 
 def test_vm_id_falls_back_to_the_dmi_product_uuid(tmp_path: Path) -> None:
     dmi = tmp_path / "product_uuid"
     dmi.write_text("4C4C4544-0042-3010-8052-B4C04F4E3432\n")
     assert read_vm_id(dmi) == "4c4c4544-0042-3010-8052-b4c04f4e3432"
-    api = BugReportSettings.from_settings(
-        load_settings(
-            {
-                "CLUSTER_NAME": "c",
-                "BUG_REPORT_ENABLED": "true",
-                "API_BASE_URL": "https://x/",
-                "NODE_NAME": "n",
-            }
-        ),
-        dmi,
-    ).api
+    env = Env({"BUG_REPORT_ENABLED": "true", "API_BASE_URL": "https://x/"})
+    api = BugReportSettings.from_env(env, "n", dmi).api
     assert api is not None
     assert (api.base_url, api.vm_id, api.poll_interval) == ("https://x", read_vm_id(dmi), 60.0)
     dmi.write_text("")

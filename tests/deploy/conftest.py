@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gpuid.kube import connect
+from gpuid.kube.client import connect
 from gpuid.sim import SimCluster, bundled_capture
 
 from .manifests import DEPLOYMENT

@@ -19,7 +19,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import Sim
+from tests.support.app import Sim
 
 from .manifests import container, mebibytes, render, workloads
 from .stack import free_port

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gpuid.config import parse_bool, parse_duration
-from gpuid.delivery import CLOSE_TIMEOUT
+from gpuid.delivery.delivery import CLOSE_TIMEOUT
+from gpuid.options import parse_bool, parse_duration
 
 from .manifests import (
     OVERLAYS,

@@ -8,8 +8,7 @@ from typing import Any
 import aioboto3
 import asyncpg
 
-from ..conftest import Sim, running_app, wait_for
-from ..test_pipeline import GB200, H100, add_gpu_node
+from tests.support.app import GB200, H100, Sim, add_gpu_node, eventually, running_app
 
 
 async def s3_uuids(env: dict[str, str], create: bool = False) -> list[str]:
@@ -40,20 +39,20 @@ async def test_same_gpus_everywhere_across_a_postgres_restart(
     await s3_uuids(s3_env, create=True)
     add_gpu_node(sim, "n1", H100)
     add_gpu_node(sim, "n2", GB200)
-    env = pg_env | s3_env | {"EXPORTER_TYPE": "memory,postgres,s3", "EXPORT_RETRY_MAX_BACKOFF": "0.2s"}
+    env = pg_env | s3_env | {"EXPORTER_TYPE": "postgres,s3", "EXPORT_RETRY_MAX_BACKOFF": "0.2s"}
     try:
         async with running_app(sim, **env) as run:
             delivery = run.app.delivery
             everything_sent = {"memory": 0, "postgres": 0, "s3": 0}
-            await wait_for(lambda: len(run.memory.records) == 12, what="12 records")
-            await wait_for(lambda: delivery.waiting() == everything_sent and delivery.healthy())
+            await eventually(lambda: len(run.memory.records) == 12, what="12 records")
+            await eventually(lambda: delivery.waiting() == everything_sent and delivery.healthy())
             pg_server.stop()
             add_gpu_node(sim, "n3", H100)  # n1's GPUs, as if its board had been moved to n3
-            await wait_for(lambda: len(run.memory.records) == 20, what="8 more records")
-            await wait_for(lambda: run.sample("gpuid_export_failure_total", exporter="postgres") >= 1)
+            await eventually(lambda: len(run.memory.records) == 20, what="8 more records")
+            await eventually(lambda: run.sample("gpuid_export_failure_total", exporter="postgres") >= 1)
             assert not delivery.healthy()
             pg_server.start()
-            await wait_for(lambda: delivery.waiting() == everything_sent, what="postgres to catch up")
+            await eventually(lambda: delivery.waiting() == everything_sent, what="postgres to catch up")
     finally:
         pg_server.ensure_started()
     expected = sorted(run.uuids())

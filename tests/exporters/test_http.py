@@ -10,12 +10,14 @@ import pytest
 from aiohttp import web
 
 from gpuid.config import load_settings
-from gpuid.delivery import Delivery
+from gpuid.delivery.delivery import Delivery
 from gpuid.errors import ConfigError, ExportError
 from gpuid.exporters.http import HttpExporter
 from gpuid.metrics import Metrics
 from gpuid.records import GPUReading
-from tests.conftest import serving
+from tests.support.app import eventually
+from tests.support.records import delivering, fast_delivery, reading
+from tests.support.services import serving
 
 TOKEN = "tok-Sekr3t-42"
 
@@ -49,7 +51,7 @@ async def collector() -> AsyncIterator[tuple[Collector, str]]:
 
 def exporter_for(url: str, token: str = TOKEN) -> HttpExporter:
     env = {"CLUSTER_NAME": "t", "EXPORTER_TYPE": "http", "HTTP_ENDPOINT": url, "HTTP_AUTH_TOKEN": token}
-    return HttpExporter.from_settings(load_settings(env | {"HTTP_TIMEOUT": "2s"}))
+    return HttpExporter.from_settings(load_settings(env | {"HTTP_TIMEOUT": "2s"}).exporters)
 
 
 async def export_error(exporter: HttpExporter, reading: GPUReading) -> ExportError:
@@ -63,10 +65,10 @@ async def export_error(exporter: HttpExporter, reading: GPUReading) -> ExportErr
     return err.value
 
 
-async def test_batch_is_a_json_array_with_every_field(collector: Any, make_reading: Any) -> None:
+async def test_batch_is_a_json_array_with_every_field(collector: Any) -> None:
     c, url = collector
     exporter = exporter_for(url)
-    batch = [make_reading(n) for n in range(3)]
+    batch = [reading(n) for n in range(3)]
     await exporter.open()
     try:
         await exporter.export(batch)
@@ -79,25 +81,21 @@ async def test_batch_is_a_json_array_with_every_field(collector: Any, make_readi
 
 
 @pytest.mark.parametrize(("status", "transient"), [(401, False), (404, False), (429, True), (503, True)])
-async def test_status_decides_transient(
-    collector: Any, make_reading: Any, status: int, transient: bool
-) -> None:
+async def test_status_decides_transient(collector: Any, status: int, transient: bool) -> None:
     c, url = collector
     c.status = status
-    error = await export_error(exporter_for(url), make_reading(1))
+    error = await export_error(exporter_for(url), reading(1))
     assert error.transient is transient
     assert str(status) in str(error)
 
 
-async def test_bad_token_dropped_as_permanent_and_never_logged(
-    collector: Any, make_reading: Any, running: Any, eventually: Any, delivery_settings: Any, log_output: Any
-) -> None:
+async def test_bad_token_dropped_as_permanent_and_never_logged(collector: Any, log_output: Any) -> None:
     _, url = collector
     wrong = "tok-Wr0ng-77"
     metrics = Metrics()
-    delivery = Delivery([exporter_for(url, wrong)], metrics, delivery_settings())
-    async with running(delivery):
-        delivery.submit([make_reading(1)])
+    delivery = Delivery([exporter_for(url, wrong)], metrics, fast_delivery())
+    async with delivering(delivery):
+        delivery.submit([reading(1)])
         await eventually(lambda: metrics.export_dropped.labels("http", "permanent")._value.get() == 1)
     lines = log_output.getvalue().splitlines()
     assert any("HTTP_AUTH_TOKEN" in json.loads(line).get("error", "") for line in lines)
@@ -105,15 +103,17 @@ async def test_bad_token_dropped_as_permanent_and_never_logged(
     assert TOKEN not in log_output.getvalue()
 
 
-async def test_endpoint_down_is_transient(make_reading: Any) -> None:
-    error = await export_error(exporter_for("http://127.0.0.1:9/ingest"), make_reading(1))
+async def test_endpoint_down_is_transient() -> None:
+    error = await export_error(exporter_for("http://127.0.0.1:9/ingest"), reading(1))
     assert error.transient
 
 
 def test_config_errors_name_the_variable() -> None:
     base = {"CLUSTER_NAME": "t", "EXPORTER_TYPE": "http"}
     with pytest.raises(ConfigError, match="HTTP_ENDPOINT is required"):
-        HttpExporter.from_settings(load_settings(base))
+        HttpExporter.from_settings(load_settings(base).exporters)
     with pytest.raises(ConfigError, match="HTTP_ENDPOINT") as err:
-        HttpExporter.from_settings(load_settings(base | {"HTTP_ENDPOINT": "https://u:hunter2@x.example/i"}))
+        HttpExporter.from_settings(
+            load_settings(base | {"HTTP_ENDPOINT": "https://u:hunter2@x.example/i"}).exporters
+        )
     assert "hunter2" not in str(err.value)

@@ -7,13 +7,14 @@ import io
 import json
 import socket
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
-from gpuid.config import load_settings
-from gpuid.exporters.postgres import PostgresExporter
+from gpuid.cli import main
+from gpuid.config import inventory_settings, load_settings
+from gpuid.exporters.postgres.exporter import PostgresExporter
 from gpuid.inventory import add_inventory_parser, run_inventory
+from tests.support.records import reading
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -28,21 +29,19 @@ def ago(hours: float) -> str:
 
 
 @pytest.fixture
-async def filled(pg_env: dict[str, str], make_reading: Any) -> dict[str, str]:
+async def filled(pg_env: dict[str, str]) -> dict[str, str]:
     """GPU 1 moved node-a -> node-b an hour ago; GPU 2 sits in node-a; GPU 3 went quiet two days ago."""
-    exporter = PostgresExporter.from_settings(load_settings(pg_env))
+    exporter = PostgresExporter.from_settings(load_settings(pg_env).exporters)
     await exporter.open()
     try:
         await exporter.export(
             [
-                make_reading(1, node="node-a", machine="i-a", observed_at=ago(5)),
-                make_reading(2, node="node-a", machine="i-a", observed_at=ago(1)),
-                make_reading(3, node="node-c", machine="i-c", observed_at=ago(48)),
+                reading(1, node="node-a", machine="i-a", observed_at=ago(5)),
+                reading(2, node="node-a", machine="i-a", observed_at=ago(1)),
+                reading(3, node="node-c", machine="i-c", observed_at=ago(48)),
             ]
         )
-        await exporter.export(
-            [make_reading(1, node="node-b", machine="i-b", pod_uid="p2", observed_at=ago(1))]
-        )
+        await exporter.export([reading(1, node="node-b", machine="i-b", pod_uid="p2", observed_at=ago(1))])
     finally:
         await exporter.close()
     return pg_env
@@ -50,12 +49,12 @@ async def filled(pg_env: dict[str, str], make_reading: Any) -> dict[str, str]:
 
 async def run(env: dict[str, str], *argv: str) -> tuple[int, str]:
     out = io.StringIO()
-    code = await run_inventory(parse(*argv), env, out=out)
+    code = await run_inventory(parse(*argv), inventory_settings(env), out=out)
     return code, out.getvalue()
 
 
-async def test_where_by_serial_and_uuid(filled: dict[str, str], make_reading: Any) -> None:
-    gpu = make_reading(1)
+async def test_where_by_serial_and_uuid(filled: dict[str, str]) -> None:
+    gpu = reading(1)
     code, text = await run(filled, "where", gpu.gpu_serial)
     assert code == 0
     header, row = text.splitlines()
@@ -77,20 +76,20 @@ async def test_where_unknown_gpu_exits_1(filled: dict[str, str], capsys: pytest.
     assert "no GPU with serial or UUID" in capsys.readouterr().err
 
 
-async def test_moves_node_and_stale(filled: dict[str, str], make_reading: Any) -> None:
+async def test_moves_node_and_stale(filled: dict[str, str]) -> None:
     code, text = await run(filled, "moves", "--since", "2h", "--json")
     (move,) = [json.loads(line) for line in text.splitlines()]
     assert (move["from_node"], move["to_node"], move["gpu_uuid"]) == (
         "node-a",
         "node-b",
-        make_reading(1).gpu_uuid,
+        reading(1).gpu_uuid,
     )
     code, text = await run(filled, "moves", "--since", "30m", "--json")
     assert (code, text) == (0, "")
     code, text = await run(filled, "node", "node-a", "--json")
-    assert [json.loads(line)["gpu_uuid"] for line in text.splitlines()] == [make_reading(2).gpu_uuid]
+    assert [json.loads(line)["gpu_uuid"] for line in text.splitlines()] == [reading(2).gpu_uuid]
     code, text = await run(filled, "stale", "--older-than", "1d", "--json")
-    assert [json.loads(line)["gpu_uuid"] for line in text.splitlines()] == [make_reading(3).gpu_uuid]
+    assert [json.loads(line)["gpu_uuid"] for line in text.splitlines()] == [reading(3).gpu_uuid]
     code, text = await run(filled, "stale", "--older-than", "24h", "--cluster", "elsewhere", "--json")
     assert (code, text) == (0, "")
 
@@ -116,7 +115,7 @@ async def test_missing_schema_says_how_to_fix(
     assert "POSTGRES_AUTO_MIGRATE" in capsys.readouterr().err
 
 
-async def test_bad_settings_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _ = await run({"POSTGRES_PORT": "x"}, "node", "n")
-    assert code == 2
+def test_bad_settings_exit_2(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POSTGRES_PORT", "x")
+    assert main(["inventory", "node", "n"]) == 2
     assert "POSTGRES_PORT" in capsys.readouterr().err

@@ -12,14 +12,16 @@ import pytest
 from structlog.testing import capture_logs
 
 from gpuid.config import load_settings
-from gpuid.delivery import Delivery
+from gpuid.delivery.delivery import Delivery
 from gpuid.errors import ExportError
-from gpuid.exporters.postgres import PostgresExporter
+from gpuid.exporters.postgres.exporter import PostgresExporter
 from gpuid.metrics import Metrics
+from tests.support.app import eventually
+from tests.support.records import delivering, fast_delivery, reading
 
 
 def exporter_for(env: dict[str, str], **changes: str) -> PostgresExporter:
-    return PostgresExporter.from_settings(load_settings(env | changes))
+    return PostgresExporter.from_settings(load_settings(env | changes).exporters)
 
 
 async def query(pg_server: Any, env: dict[str, str], sql: str, *args: Any) -> list[asyncpg.Record]:
@@ -31,11 +33,9 @@ async def query(pg_server: Any, env: dict[str, str], sql: str, *args: Any) -> li
         await conn.close()
 
 
-async def test_records_land_with_every_field(
-    pg_server: Any, pg_env: dict[str, str], make_reading: Any
-) -> None:
+async def test_records_land_with_every_field(pg_server: Any, pg_env: dict[str, str]) -> None:
     exporter = exporter_for(pg_env)
-    batch = [make_reading(n) for n in range(4)]
+    batch = [reading(n) for n in range(4)]
     await exporter.open()
     try:
         await exporter.export(batch)
@@ -52,9 +52,9 @@ async def test_records_land_with_every_field(
         assert got == expected
 
 
-async def test_retried_batch_adds_no_rows(pg_server: Any, pg_env: dict[str, str], make_reading: Any) -> None:
+async def test_retried_batch_adds_no_rows(pg_server: Any, pg_env: dict[str, str]) -> None:
     exporter = exporter_for(pg_env)
-    batch = [make_reading(n) for n in range(5)] + [make_reading(0)]  # a duplicate inside the batch too
+    batch = [reading(n) for n in range(5)] + [reading(0)]  # a duplicate inside the batch too
     await exporter.open()
     try:
         await exporter.export(batch)
@@ -68,24 +68,18 @@ async def test_retried_batch_adds_no_rows(pg_server: Any, pg_env: dict[str, str]
     assert all(row["moves"] == 0 for row in inventory)
 
 
-async def test_inventory_upsert_and_move(pg_server: Any, pg_env: dict[str, str], make_reading: Any) -> None:
+async def test_inventory_upsert_and_move(pg_server: Any, pg_env: dict[str, str]) -> None:
     exporter = exporter_for(pg_env)
     t1, t2, t3 = "2025-01-01T00:00:00.000Z", "2025-02-01T00:00:00.000Z", "2025-03-01T00:00:00.000Z"
     await exporter.open()
     try:
         with capture_logs() as logs:
-            await exporter.export([make_reading(1, node="node-a", machine="i-a", observed_at=t1)])
+            await exporter.export([reading(1, node="node-a", machine="i-a", observed_at=t1)])
             # Same machine under a new node name: not a move.
-            await exporter.export(
-                [make_reading(1, node="node-a2", machine="i-a", pod_uid="p2", observed_at=t2)]
-            )
-            await exporter.export(
-                [make_reading(1, node="node-b", machine="i-b", pod_uid="p3", observed_at=t3)]
-            )
+            await exporter.export([reading(1, node="node-a2", machine="i-a", pod_uid="p2", observed_at=t2)])
+            await exporter.export([reading(1, node="node-b", machine="i-b", pod_uid="p3", observed_at=t3)])
             # A replayed old reading from the first machine changes neither place nor moves.
-            await exporter.export(
-                [make_reading(1, node="node-a", machine="i-a", pod_uid="p0", observed_at=t1)]
-            )
+            await exporter.export([reading(1, node="node-a", machine="i-a", pod_uid="p0", observed_at=t1)])
     finally:
         await exporter.close()
     (inv,) = await query(pg_server, pg_env, "SELECT * FROM gpu_inventory")
@@ -102,23 +96,19 @@ async def test_inventory_upsert_and_move(pg_server: Any, pg_env: dict[str, str],
     assert move["previous_seen"] == datetime.fromisoformat(t2)
     moved = [e for e in logs if e["event"] == "gpu_moved"]
     assert len(moved) == 1
-    assert moved[0]["gpu_uuid"] == make_reading(1).gpu_uuid
+    assert moved[0]["gpu_uuid"] == reading(1).gpu_uuid
     assert moved[0]["to_machine"] == "i-b"
 
 
-async def test_move_falls_back_to_node_without_machine(
-    pg_server: Any, pg_env: dict[str, str], make_reading: Any
-) -> None:
+async def test_move_falls_back_to_node_without_machine(pg_server: Any, pg_env: dict[str, str]) -> None:
     exporter = exporter_for(pg_env)
     await exporter.open()
     try:
         # Two simulated nodes, no providerID: the node name decides; both in one batch.
         await exporter.export(
             [
-                make_reading(7, node="sim-1", machine=None, observed_at="2025-01-01T00:00:00.000Z"),
-                make_reading(
-                    7, node="sim-2", machine=None, pod_uid="p2", observed_at="2025-01-01T01:00:00.000Z"
-                ),
+                reading(7, node="sim-1", machine=None, observed_at="2025-01-01T00:00:00.000Z"),
+                reading(7, node="sim-2", machine=None, pod_uid="p2", observed_at="2025-01-01T01:00:00.000Z"),
             ]
         )
     finally:
@@ -148,15 +138,11 @@ async def test_missing_tables_is_a_clear_permanent_error(pg_env: dict[str, str])
 async def test_bad_password_is_permanent_and_no_secret_is_logged(
     pg_env: dict[str, str],
     pg_password: str,
-    make_reading: Any,
-    running: Any,
-    eventually: Any,
-    delivery_settings: Any,
     log_output: Any,
 ) -> None:
     wrong = "Wr0ng-pg-Pa55"
     settings = load_settings(pg_env | {"POSTGRES_PASSWORD": wrong})
-    exporter = PostgresExporter.from_settings(settings)
+    exporter = PostgresExporter.from_settings(settings.exporters)
     assert wrong not in repr(exporter.config)
     with pytest.raises(ExportError) as err:
         await exporter.open()
@@ -165,9 +151,9 @@ async def test_bad_password_is_permanent_and_no_secret_is_logged(
     assert wrong not in str(err.value)
 
     metrics = Metrics()
-    delivery = Delivery([exporter], metrics, delivery_settings())
-    async with running(delivery):
-        delivery.submit([make_reading(1)])
+    delivery = Delivery([exporter], metrics, fast_delivery())
+    async with delivering(delivery):
+        delivery.submit([reading(1)])
         await eventually(lambda: metrics.export_dropped.labels("postgres", "permanent")._value.get() == 1)
         assert not delivery.healthy()
     text = log_output.getvalue()
@@ -191,18 +177,14 @@ async def test_dsn_password_never_in_errors(pg_server: Any, pg_env: dict[str, st
 async def test_down_at_startup_then_back_delivers_everything_once(
     pg_server: Any,
     pg_env: dict[str, str],
-    make_reading: Any,
-    running: Any,
-    eventually: Any,
-    delivery_settings: Any,
 ) -> None:
     metrics = Metrics()
     pg_server.stop()
     try:
-        delivery = Delivery([exporter_for(pg_env)], metrics, delivery_settings(batch_size=7))
-        async with running(delivery):
+        delivery = Delivery([exporter_for(pg_env)], metrics, fast_delivery(batch_size=7))
+        async with delivering(delivery):
             for n in range(30):
-                delivery.submit([make_reading(n)])
+                delivery.submit([reading(n)])
             await eventually(lambda: metrics.export_failure.labels("postgres")._value.get() >= 1)
             assert not delivery.healthy()
             pg_server.start()
@@ -220,19 +202,15 @@ async def test_down_at_startup_then_back_delivers_everything_once(
 async def test_server_restart_mid_run_loses_and_duplicates_nothing(
     pg_server: Any,
     pg_env: dict[str, str],
-    make_reading: Any,
-    running: Any,
-    eventually: Any,
-    delivery_settings: Any,
 ) -> None:
     metrics = Metrics()
-    delivery = Delivery([exporter_for(pg_env)], metrics, delivery_settings(batch_size=10))
+    delivery = Delivery([exporter_for(pg_env)], metrics, fast_delivery(batch_size=10))
     try:
-        async with running(delivery):
-            delivery.submit([make_reading(n) for n in range(20)])
+        async with delivering(delivery):
+            delivery.submit([reading(n) for n in range(20)])
             await eventually(lambda: delivery.waiting() == {"postgres": 0})
             pg_server.stop()
-            delivery.submit([make_reading(n) for n in range(20, 50)])
+            delivery.submit([reading(n) for n in range(20, 50)])
             await eventually(lambda: metrics.export_failure.labels("postgres")._value.get() >= 1)
             pg_server.start()
             await eventually(lambda: delivery.waiting() == {"postgres": 0})
@@ -247,10 +225,6 @@ async def test_server_restart_mid_run_loses_and_duplicates_nothing(
 async def test_restart_with_spool_loses_nothing(
     pg_server: Any,
     pg_env: dict[str, str],
-    make_reading: Any,
-    running: Any,
-    eventually: Any,
-    delivery_settings: Any,
     tmp_path: Path,
 ) -> None:
     import socket
@@ -258,18 +232,18 @@ async def test_restart_with_spool_loses_nothing(
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         nothing_listens = str(sock.getsockname()[1])
-    spool = delivery_settings(spool_dir=tmp_path / "spool", batch_size=4)
+    spool = fast_delivery(spool_dir=tmp_path / "spool", batch_size=4)
     down = Delivery([exporter_for(pg_env, POSTGRES_PORT=nothing_listens)], Metrics(), spool)
-    async with running(down, grace=0.3):
-        down.submit([make_reading(n) for n in range(10)])
-        down.submit([make_reading(n) for n in range(10, 13)])
+    async with delivering(down, grace=0.3):
+        down.submit([reading(n) for n in range(10)])
+        down.submit([reading(n) for n in range(10, 13)])
     assert down.waiting() == {"postgres": 13}
     assert list((tmp_path / "spool" / "postgres").glob("*.jsonl"))
 
     metrics = Metrics()
     back = Delivery([exporter_for(pg_env)], metrics, spool)
     assert back.waiting() == {"postgres": 13}
-    async with running(back):
+    async with delivering(back):
         await eventually(lambda: back.waiting() == {"postgres": 0})
     assert not list((tmp_path / "spool" / "postgres").glob("*.jsonl"))
     (row,) = await query(

@@ -13,15 +13,17 @@ import aioboto3
 import pytest
 
 from gpuid.config import load_settings
-from gpuid.delivery import Delivery
+from gpuid.delivery.delivery import Delivery
 from gpuid.errors import ExportError
 from gpuid.exporters.s3 import S3Exporter
 from gpuid.metrics import Metrics
 from gpuid.records import FIELD_NAMES
+from tests.support.app import eventually
+from tests.support.records import delivering, fast_delivery, reading
 
 
 def exporter_for(env: dict[str, str], **changes: str) -> S3Exporter:
-    return S3Exporter.from_settings(load_settings(env | changes))
+    return S3Exporter.from_settings(load_settings(env | changes).exporters)
 
 
 def client(env: dict[str, str]) -> Any:
@@ -63,9 +65,9 @@ async def export_once(env: dict[str, str], batch: list[Any], **changes: str) -> 
         await exporter.close()
 
 
-async def test_jsonl_object_has_every_field_and_metadata(s3_env: dict[str, str], make_reading: Any) -> None:
+async def test_jsonl_object_has_every_field_and_metadata(s3_env: dict[str, str]) -> None:
     await make_bucket(s3_env)
-    batch = [make_reading(n, observed_at="2025-06-07T08:09:10.123Z") for n in range(3)]
+    batch = [reading(n, observed_at="2025-06-07T08:09:10.123Z") for n in range(3)]
     await export_once(s3_env, batch, S3_PREFIX="inv/gpus/")
     objs = await objects(s3_env)
     ((key, obj),) = objs.items()
@@ -77,9 +79,9 @@ async def test_jsonl_object_has_every_field_and_metadata(s3_env: dict[str, str],
     assert records_in(objs) == [r.to_dict() for r in batch]
 
 
-async def test_csv_has_documented_header_and_values(s3_env: dict[str, str], make_reading: Any) -> None:
+async def test_csv_has_documented_header_and_values(s3_env: dict[str, str]) -> None:
     await make_bucket(s3_env)
-    batch = [make_reading(1), make_reading(2, machine=None)]
+    batch = [reading(1), reading(2, machine=None)]
     await export_once(s3_env, batch, S3_FORMAT="csv")
     ((key, obj),) = (await objects(s3_env)).items()
     assert key.endswith(".csv")
@@ -93,9 +95,9 @@ async def test_csv_has_documented_header_and_values(s3_env: dict[str, str], make
     assert dict(zip(FIELD_NAMES, rows[2], strict=True))["machine"] == ""
 
 
-async def test_gzip_sets_encoding_and_extension(s3_env: dict[str, str], make_reading: Any) -> None:
+async def test_gzip_sets_encoding_and_extension(s3_env: dict[str, str]) -> None:
     await make_bucket(s3_env)
-    batch = [make_reading(n) for n in range(5)]
+    batch = [reading(n) for n in range(5)]
     await export_once(s3_env, batch, S3_COMPRESS="gzip", S3_SSE="AES256")
     objs = await objects(s3_env)
     ((key, obj),) = objs.items()
@@ -105,15 +107,13 @@ async def test_gzip_sets_encoding_and_extension(s3_env: dict[str, str], make_rea
     assert records_in(objs) == [r.to_dict() for r in batch]
 
 
-async def test_keys_unique_under_concurrency_and_retries_idempotent(
-    s3_env: dict[str, str], make_reading: Any
-) -> None:
+async def test_keys_unique_under_concurrency_and_retries_idempotent(s3_env: dict[str, str]) -> None:
     await make_bucket(s3_env)
     exporters = [exporter_for(s3_env) for _ in range(4)]  # four "replicas"
     await asyncio.gather(*(e.open() for e in exporters))
     try:
         same_ms = "2025-01-01T00:00:00.000Z"
-        batches = [[make_reading(n, observed_at=same_ms)] for n in range(40)]
+        batches = [[reading(n, observed_at=same_ms)] for n in range(40)]
         await asyncio.gather(*(exporters[i % 4].export(b) for i, b in enumerate(batches)))
         await exporters[0].export(batches[0])  # a retried batch overwrites its own object
     finally:
@@ -134,18 +134,14 @@ async def test_missing_bucket_is_permanent(s3_env: dict[str, str]) -> None:
 async def test_s3_down_at_startup_and_mid_run_delivers_everything_once(
     s3_server: Any,
     s3_env: dict[str, str],
-    make_reading: Any,
-    running: Any,
-    eventually: Any,
-    delivery_settings: Any,
 ) -> None:
     await make_bucket(s3_env)
     metrics = Metrics()
     s3_server.stop()
     try:
-        delivery = Delivery([exporter_for(s3_env)], metrics, delivery_settings(batch_size=5))
-        async with running(delivery):
-            delivery.submit([make_reading(n) for n in range(12)])
+        delivery = Delivery([exporter_for(s3_env)], metrics, fast_delivery(batch_size=5))
+        async with delivering(delivery):
+            delivery.submit([reading(n) for n in range(12)])
             await eventually(lambda: metrics.export_failure.labels("s3")._value.get() >= 1)
             assert not delivery.healthy()
             s3_server.start()
@@ -153,7 +149,7 @@ async def test_s3_down_at_startup_and_mid_run_delivers_everything_once(
             assert delivery.healthy()
             s3_server.stop()
             failures = metrics.export_failure.labels("s3")._value.get()
-            delivery.submit([make_reading(n) for n in range(12, 20)])
+            delivery.submit([reading(n) for n in range(12, 20)])
             await eventually(lambda: metrics.export_failure.labels("s3")._value.get() > failures)
             s3_server.start()
             await eventually(lambda: delivery.waiting() == {"s3": 0})

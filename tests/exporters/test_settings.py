@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from gpuid.config import Env, load_settings
+from gpuid.config import load_settings
+from gpuid.delivery.settings import DeliverySettings
 from gpuid.errors import ConfigError
 from gpuid.exporters import REGISTRY, build_exporters
-from gpuid.exporters.settings import DeliverySettings, PostgresSettings, S3Settings
-from gpuid.options import OPTIONS
+from gpuid.exporters.postgres.settings import PostgresSettings
+from gpuid.exporters.s3client import S3Settings
+from gpuid.options import OPTIONS, Env
 
 BASE = {"CLUSTER_NAME": "t"}
 
@@ -77,6 +79,7 @@ def test_registry_builds_the_fan_out() -> None:
         "S3_BUCKET": "bkt",
         "HTTP_ENDPOINT": "http://x/",
     }
-    assert [e.name for e in build_exporters(load_settings(env))] == ["stdout", "postgres", "s3", "http"]
+    built = build_exporters(load_settings(env).exporters)
+    assert [e.name for e in built] == ["stdout", "postgres", "s3", "http"]
     with pytest.raises(ConfigError, match="S3_BUCKET"):
-        build_exporters(load_settings(BASE | {"EXPORTER_TYPE": "s3"}))
+        build_exporters(load_settings(BASE | {"EXPORTER_TYPE": "s3"}).exporters)

@@ -1,0 +1,1 @@
+"""The PostgreSQL exporter: reading history, current inventory and GPU moves."""

@@ -1,0 +1,1 @@
+"""Everything gpuid knows about talking to Kubernetes: clients, list/watch, exec, pods and nodes."""
