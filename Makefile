@@ -1,39 +1,44 @@
-# Two entry points for users: `make demo` and `make test`. Everything the tests
-# need (venv, Python deps, system packages) is installed from here.
-PYTHON ?= python3
-VENV   := .venv
-BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# Two entry points for users: `make demo` and `make test`. Everything they need (venv, Python
+# deps, system packages) is installed from here. The demo installs only gpuid's runtime and
+# prints nothing but records on stdout (install chatter goes to stderr), so `make demo | jq` works.
+PYTHON  ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+RUNTIME := $(VENV)/.runtime
+DEV     := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck unit bench system-deps clean
 
-$(STAMP): pyproject.toml constraints.txt
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "gpuid needs Python >= 3.11"; exit 1; }
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+$(RUNTIME): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "gpuid needs Python >= 3.11" >&2; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) >&2
+	@$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e . >&2
+	@touch $@
+
+$(DEV): $(RUNTIME)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $@
 
-demo: $(STAMP)
-	$(BIN)/gpuid demo
+demo: $(RUNTIME)
+	@$(BIN)/gpuid demo
 
 system-deps:
 	@bash .ci/system-deps
 
-lint: $(STAMP)
+lint: $(DEV)
 	$(BIN)/ruff check gpuid tests bench
 	$(BIN)/ruff format --check gpuid tests bench
 	$(BIN)/lint-imports
 
-typecheck: $(STAMP)
+typecheck: $(DEV)
 	$(BIN)/mypy --strict gpuid
 
-unit: $(STAMP) system-deps
+unit: $(DEV) system-deps
 	$(BIN)/pytest
 
 test: lint typecheck unit
 
-bench: $(STAMP)
+bench: $(DEV)
 	$(BIN)/python -m bench
 
 clean:

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import gc
 import sys
+from argparse import SUPPRESS
 from collections.abc import Sequence
 
 from gpuid import __version__
@@ -21,37 +22,53 @@ from gpuid.log import configure_logging
 from gpuid.options import OPTIONS
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="gpuid",
-        description="Watch NVIDIA GPU pods in Kubernetes and export one identity record per GPU.",
-        epilog="Every option is also an environment variable (shown); a flag wins over the variable.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"gpuid {__version__}")
+def options_parser() -> argparse.ArgumentParser:
+    """Every option as a flag, grouped as in ``OPTIONS``; shared by the top level and each command.
+
+    Defaults are suppressed so a flag given before the command is not reset by the
+    command's own copy; booleans take ``--flag``/``--no-flag``.
+    """
+    parser = argparse.ArgumentParser(add_help=False)
     groups: dict[str, argparse._ArgumentGroup] = {}
     for opt in OPTIONS:
         group = groups.get(opt.group) or groups.setdefault(
             opt.group, parser.add_argument_group(f"{opt.group} options")
         )
         default = f"default: {opt.default!r}" if opt.default else "default: unset"
-        group.add_argument(
-            opt.flag,
-            dest=opt.env,
-            metavar="VALUE",
-            help=f"{opt.help} [env {opt.env}; {default}]".replace("%", "%%"),
-        )
+        helptext = f"{opt.help} [env {opt.env}; {default}]".replace("%", "%%")
+        if opt.default in ("true", "false"):
+            group.add_argument(
+                opt.flag, dest=opt.env, action=argparse.BooleanOptionalAction, default=SUPPRESS, help=helptext
+            )
+        else:
+            group.add_argument(opt.flag, dest=opt.env, metavar="VALUE", default=SUPPRESS, help=helptext)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    options = options_parser()
+    parser = argparse.ArgumentParser(
+        prog="gpuid",
+        description="Watch NVIDIA GPU pods in Kubernetes and export one identity record per GPU.",
+        epilog="Every option is also an environment variable (shown); a flag wins over the variable.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[options],
+    )
+    parser.add_argument("--version", action="version", version=f"gpuid {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("run", help="watch the cluster and export records (the default)")
-    demo = sub.add_parser("demo", help="run the real pipeline against a built-in simulated cluster and exit")
+    sub.add_parser("run", parents=[options], help="watch the cluster and export records (the default)")
+    demo = sub.add_parser(
+        "demo", parents=[options], help="run the real pipeline against a built-in simulated cluster and exit"
+    )
     demo.add_argument("--nodes", type=int, default=3, help="simulated GPU nodes (default 3)")
-    add_inventory_parser(sub)
+    add_inventory_parser(sub, parents=[options])
     return parser
 
 
 def flag_values(args: argparse.Namespace) -> dict[str, str]:
-    """The options given as flags on the command line, by variable name."""
-    return {o.env: v for o in OPTIONS if (v := getattr(args, o.env, None)) is not None}
+    """The options given as flags on the command line, by variable name (booleans as true/false)."""
+    given = {o.env: getattr(args, o.env) for o in OPTIONS if hasattr(args, o.env)}
+    return {env: str(v).lower() if isinstance(v, bool) else str(v) for env, v in given.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,6 +27,7 @@ from gpuid.options import Env
 from gpuid.scan.settings import DriverSettings, ScanSettings, WatchSettings
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+PLACEHOLDER_CLUSTER_NAMES = ("change-me", "changeme", "change_me")  # what deployment/base ships
 LOG_FORMATS = ("json", "console", "auto")
 
 
@@ -71,6 +72,11 @@ def load_settings(values: Mapping[str, str]) -> Settings:
     cluster = env.str("CLUSTER_NAME")
     if not cluster:
         raise ConfigError("CLUSTER_NAME is required: set it to a name for this cluster")
+    if cluster.lower() in PLACEHOLDER_CLUSTER_NAMES:
+        raise ConfigError(
+            f"CLUSTER_NAME={cluster!r} is the deployment's placeholder: set it to a name for this cluster"
+            " in your overlay (docs/deploy.md)"
+        )
     port = env.int("SERVER_PORT")
     if port > 65535:
         raise ConfigError(f"SERVER_PORT={port} is invalid: must be <= 65535")

@@ -25,13 +25,16 @@ _PLACE = (
 _MOVE = "moved_at, cluster, gpu_uuid, gpu_serial, from_node, from_machine, to_node, to_machine, previous_seen"
 
 
-def add_inventory_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``inventory`` and its queries to the CLI's subparsers."""
+def add_inventory_parser(
+    subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()
+) -> argparse.ArgumentParser:
+    """Add ``inventory`` and its queries to the CLI's subparsers (``parents``: the option flags)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
     common.add_argument("--cluster", default="", help="only GPUs of this cluster")
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "inventory",
+        parents=list(parents),
         help="where GPUs are and where they were (reads PostgreSQL)",
         description="Query the inventory the postgres exporter keeps. Connection: the POSTGRES_* variables.",
     )

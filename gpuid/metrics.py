@@ -8,6 +8,9 @@ a few reasons, never node or pod names. ``gpuid.health`` serves them.
 from __future__ import annotations
 
 from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -27,6 +30,8 @@ BUG_REPORT_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 class Metrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry(auto_describe=True)
+        for standard in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):  # process_*, python_*
+            r.register(standard)
         self.build_info = Info("gpuid_build", "gpuid version", registry=r)
         self.build_info.info({"version": __version__})
         self.scans = Counter("gpuid_scans_total", "Pod scans by result", ["result"], registry=r)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from gpuid.cli import main
+from gpuid.cli import build_parser, flag_values, main
 from gpuid.config import load_settings
 from gpuid.errors import ConfigError
 from gpuid.options import OPTIONS, parse_duration
@@ -120,3 +120,24 @@ def test_exporters_are_the_union_of_exporter_type_and_the_flags() -> None:
 def test_the_test_double_is_not_an_exporter_users_can_select(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--cluster-name", "c", "--exporter-type", "memory"]) == 2
     assert "unknown exporter 'memory'" in capsys.readouterr().err
+
+
+def test_the_shipped_placeholder_cluster_name_is_refused() -> None:
+    with pytest.raises(ConfigError, match="CLUSTER_NAME='change-me' is the deployment's placeholder"):
+        load_settings({"CLUSTER_NAME": "change-me"})
+
+
+def test_options_are_flags_of_each_command_and_booleans_take_no_value() -> None:
+    args = build_parser().parse_args(["run", "--workers", "3", "--no-node-labels", "--leader-election"])
+    assert flag_values(args) == {"WORKERS": "3", "NODE_LABELS": "false", "LEADER_ELECTION": "true"}
+    before = build_parser().parse_args(["--workers", "5", "run"])
+    assert flag_values(before) == {"WORKERS": "5"}  # a flag before the command is not reset by it
+    assert flag_values(build_parser().parse_args([])) == {}
+
+
+def test_each_command_documents_its_options(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = capsys.readouterr().out
+    assert "--workers VALUE" in out
+    assert "--node-labels, --no-node-labels" in out or "--node-labels | --no-node-labels" in out

@@ -44,8 +44,11 @@ def test_every_metric_is_documented() -> None:
     for family in Metrics().registry.collect():
         suffix = {"counter": "_total", "info": "_info"}.get(family.type, "")
         names.add(family.name + suffix)
-    missing = sorted(n for n in names if f"`{n}`" not in README)
+    missing = sorted(n for n in names if n.startswith("gpuid_") and f"`{n}`" not in README)
     assert missing == []
+    assert {"process_resident_memory_bytes", "python_info"} <= names  # the standard collectors, too
+    assert "`process_*`" in README
+    assert "`python_*`" in README
 
 
 def test_every_record_field_is_documented_in_order() -> None:
