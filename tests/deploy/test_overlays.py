@@ -12,6 +12,7 @@ import pytest
 from gpuid import __version__
 from gpuid.app import App
 from gpuid.config import load_settings
+from gpuid.errors import ConfigError
 from gpuid.options import OPTIONS
 
 from .manifests import (
@@ -109,9 +110,11 @@ async def test_gpuid_accepts_the_configuration_of_every_overlay(tmp_path: Path) 
                 name: resolved(name, value, tmp_path / overlay)
                 for name, value in environment(docs, workload).items()
             }
-            app = App(load_settings(env))
+            assert env["CLUSTER_NAME"] == "change-me"  # the placeholder users must set; gpuid refuses it
+            with pytest.raises(ConfigError, match="CLUSTER_NAME='change-me' is the deployment's placeholder"):
+                load_settings(env)
+            app = App(load_settings(env | {"CLUSTER_NAME": "prod-east"}))
             await app.delivery.drain(0.1)  # closes the exporters and the spool it opened
-            assert app.settings.cluster_name == "change-me"  # the placeholder the README tells users to set
             checked += 1
     assert checked == len(OVERLAYS) - 1  # monitoring has no workload
 
