@@ -1,6 +1,7 @@
 # Two entry points for users: `make demo` and `make test`. Everything they need (venv, Python
-# deps, system packages) is installed from here. The demo installs only gpuid's runtime and
-# prints nothing but records on stdout (install chatter goes to stderr), so `make demo | jq` works.
+# deps, system packages) is installed from here. The demo installs only gpuid's runtime
+# dependencies (read from pyproject.toml), runs gpuid from this checkout, and prints nothing but
+# records on stdout (install chatter goes to stderr), so `make demo | jq` works.
 PYTHON  ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
@@ -12,7 +13,8 @@ DEV     := $(VENV)/.installed
 $(RUNTIME): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "gpuid needs Python >= 3.11" >&2; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) >&2
-	@$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e . >&2
+	@$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt \
+		$$($(BIN)/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"])') >&2
 	@touch $@
 
 $(DEV): $(RUNTIME)
@@ -20,7 +22,7 @@ $(DEV): $(RUNTIME)
 	touch $@
 
 demo: $(RUNTIME)
-	@$(BIN)/gpuid demo
+	@PYTHONPATH=$(CURDIR) $(BIN)/python -m gpuid demo
 
 system-deps:
 	@bash .ci/system-deps
