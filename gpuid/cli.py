@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # Everything imported so far lives as long as the process: take it out of the collector's
         # scans (kubernetes_asyncio alone is ~75k objects; rescanning them cost more than parsing
-        # nvidia-smi's XML during a sweep; see the README, "What limits scale").
+        # nvidia-smi's XML during a sweep; see docs/benchmarks.md, "What limits scale").
         gc.freeze()
         return asyncio.run(App(settings).run())
     except ConfigError as e:

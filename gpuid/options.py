@@ -96,7 +96,7 @@ OPTIONS: list[Option] = [
     Option('DRIVER_LABEL_SELECTOR', 'app.kubernetes.io/component=nvidia-driver', "Label selector of the driver pods (the GPU Operator's stable one).", 'bugreport'),
     Option('DRIVER_CONTAINER', '', "Driver container; empty = the pod's default-container annotation, else the first container whose name contains 'driver'.", 'bugreport'),
     Option('BUG_REPORT_ENABLED', 'false', 'Collect nvidia-bug-report.sh output from driver pods (on request, on failure, on schedule).', 'bugreport'),
-    Option('BUG_REPORT_DIR', '', 'Directory bug reports are stored in, one subdirectory per node (hostPath or PVC).', 'bugreport'),
+    Option('BUG_REPORT_DIR', '', 'Directory bug reports are stored in, one subdirectory per node (an emptyDir, or a PVC to keep them).', 'bugreport'),
     Option('BUG_REPORT_S3', 'false', "Upload bug reports to the S3 exporter's bucket (S3_BUCKET and S3_* settings).", 'bugreport'),
     Option('MAX_LOGS_TO_KEEP', '5', 'Bug reports kept per node in BUG_REPORT_DIR; the oldest are removed.', 'bugreport'),
     Option('BUG_REPORT_TIMEOUT', '300s', 'Deadline of one collection: script, checksum and download.', 'bugreport'),

@@ -2,7 +2,7 @@
 
 ``GpuFacts`` is what ``nvidia-smi`` says about one GPU; ``GPUReading`` adds
 where and when it was seen. Field names and order are the documented schema
-(README "Record schema"); exporters serialise with ``to_dict``/``to_json``.
+(docs/records.md); exporters serialise with ``to_dict``/``to_json``.
 """
 
 from __future__ import annotations

@@ -80,9 +80,19 @@ class NodeInfo:
 
 
 def machine_of(provider_id: str | None) -> str | None:
-    """``i-0abc`` from ``aws:///us-east-1a/i-0abc``: the tail of ``spec.providerID``."""
-    tail = (provider_id or "").rstrip("/").rsplit("/", 1)[-1]
-    return tail or None
+    """The VM behind a node, from ``spec.providerID``: its last segment (``i-0abc`` on AWS).
+
+    An Azure scale-set VM ends in ``virtualMachineScaleSets/<set>/virtualMachines/<n>``,
+    whose ``<n>`` repeats in every node pool: its machine is ``<set>/<n>``.
+    """
+    parts = (provider_id or "").rstrip("/").split("/")
+    if (
+        len(parts) >= 4
+        and parts[-2].lower() == "virtualmachines"
+        and parts[-4].lower() == "virtualmachinescalesets"
+    ):
+        return f"{parts[-3]}/{parts[-1]}"
+    return parts[-1] or None
 
 
 def slim_node(obj: dict[str, Any], label_prefix: str = "", annotation_keys: Collection[str] = ()) -> NodeInfo:

@@ -1,44 +1,49 @@
-"""The README's deployment docs stay true: their jq recipes run on real gpuid logs, their overlay renders."""
+"""The deployment docs stay true: their jq recipes run on real gpuid logs, their overlays render."""
 
 from __future__ import annotations
 
 import json
 import re
-import shlex
 import subprocess
+import textwrap
 from pathlib import Path
 
 import yaml
 
+from tests.test_docs import TESTED_ON_OUTPUT, jq_recipes
+
 from .conftest import HEALTHY_NODES, Live
 from .manifests import ROOT, environment, one, tool, workloads
 
-VERIFY = "kubectl -n gpuid logs -l app.kubernetes.io/name=gpuid --tail=-1 | jq "
+LOG_RECIPES = {
+    "leader": "Which replica scans",
+    "summary": "A summary: records, nodes, failed scans, errors",
+    "problems": "Warnings and errors, with the node or exporter they concern",
+    "per_node": "GPUs in each node's latest scan (every record of one scan carries the same `observed_at`)",
+    "bug_reports": "Bug reports collected or failed",
+}
 
 
 def docs() -> str:
-    return (ROOT / "README.md").read_text()
+    """Every page a user reads: the README and docs/."""
+    return "\n".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
 
 
-def verify_recipes() -> list[list[str]]:
-    """The jq part of every `kubectl -n gpuid logs -l ... | jq` recipe, as argv, each once."""
-    commands = dict.fromkeys(
-        c for c in re.findall(r"```sh\n(.*?)\n```", docs(), flags=re.S) if c.startswith(VERIFY)
-    )
-    return [
-        shlex.split(command.split("| ", 1)[1].replace("jq ", tool("jq") + " ", 1)) for command in commands
-    ]
+def test_every_log_recipe_runs_in_one_of_the_tests() -> None:
+    tested = set(LOG_RECIPES.values()) | set(TESTED_ON_OUTPUT)  # here, and in tests/test_docs.py
+    assert set(jq_recipes("logs.md")) == tested
 
 
 def test_verify_recipes_work_on_real_gpuid_logs(live: Live) -> None:
     text = live.log.read_text()
     merged = text[: text.rindex("\n") + 1]  # complete lines only: gpuid is still writing
     assert all(json.loads(line) for line in merged.splitlines())  # kubectl logs | jq needs JSON on every line
-    recipes = verify_recipes()
-    assert len(recipes) == 5
+    recipes = jq_recipes("logs.md")
     leader, summary, problems, per_node, bug_reports = (
-        subprocess.run(argv, input=merged, capture_output=True, text=True, check=True).stdout
-        for argv in recipes
+        subprocess.run(
+            [tool("jq"), *recipes[title][1:]], input=merged, capture_output=True, text=True, check=True
+        ).stdout
+        for title in LOG_RECIPES.values()
     )
     assert [row.split("\t")[1:] for row in leader.splitlines()] == [
         ["waiting to become the leader", "gpuid-0"],
@@ -71,16 +76,32 @@ def render_dir(directory: Path) -> list[dict[str, object]]:
     return [d for d in yaml.safe_load_all(proc.stdout) if d]
 
 
-def test_the_documented_own_overlay_renders_with_its_settings(tmp_path: Path) -> None:
-    [example] = [
-        b
-        for b in re.findall(r"```yaml\n(.*?)\n```", docs(), flags=re.S)
-        if "my-gpuid/kustomization.yaml" in b
-    ]
+def own_overlays() -> list[str]:
+    """Every "my-gpuid" overlay the docs show, dedented (some sit in a numbered list)."""
+    blocks = re.findall(r"```yaml\n(.*?)\n *```", docs(), flags=re.S)
+    return list(dict.fromkeys(textwrap.dedent(b) for b in blocks if "my-gpuid/kustomization.yaml" in b))
+
+
+def render_own(example: str, tmp_path: Path) -> list[dict[str, object]]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "gpuid").symlink_to(ROOT)  # the example sits next to a checkout named gpuid
     (tmp_path / "my-gpuid").mkdir()
     (tmp_path / "my-gpuid" / "kustomization.yaml").write_text(example)
-    rendered = render_dir(tmp_path / "my-gpuid")
+    return render_dir(tmp_path / "my-gpuid")
+
+
+def test_every_documented_own_overlay_renders_and_names_its_cluster(tmp_path: Path) -> None:
+    examples = own_overlays()
+    assert len(examples) >= 2
+    for i, example in enumerate(examples):
+        rendered = render_own(example, tmp_path / str(i))
+        [workload] = workloads(rendered)
+        assert environment(rendered, workload)["CLUSTER_NAME"] == "prod-us-east-1"
+
+
+def test_the_documented_own_overlay_renders_with_its_settings(tmp_path: Path) -> None:
+    [example] = [e for e in own_overlays() if "S3_BUCKET" in e]
+    rendered = render_own(example, tmp_path)
     [workload] = workloads(rendered)
     env = environment(rendered, workload)
     assert (env["CLUSTER_NAME"], env["EXPORTER_TYPE"], env["S3_BUCKET"], env["NODE_LABELS"]) == (

@@ -39,7 +39,7 @@ _HINTS = {
     "28": "check POSTGRES_USER and POSTGRES_PASSWORD",
     "3D": "check POSTGRES_DB",
     "42501": "grant gpuid INSERT, UPDATE and SELECT on its tables",
-    "42P01": "set POSTGRES_AUTO_MIGRATE=true once, or create the tables (README)",
+    "42P01": "set POSTGRES_AUTO_MIGRATE=true once, or create the tables (docs/exporters.md)",
 }
 
 

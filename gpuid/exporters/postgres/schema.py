@@ -162,6 +162,6 @@ async def check_schema(conn: Any, t: Tables) -> None:
     if missing:
         raise ExportError(
             f"postgres: table(s) {', '.join(f'{schema}.{n}' for n in missing)} missing:"
-            " set POSTGRES_AUTO_MIGRATE=true once, or create them (README, PostgreSQL)",
+            " set POSTGRES_AUTO_MIGRATE=true once, or create them (docs/exporters.md, PostgreSQL)",
             transient=False,
         )
