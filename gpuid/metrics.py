@@ -56,6 +56,28 @@ class Metrics:
         self.duplicate_uuids = Counter(
             "gpuid_duplicate_uuids_total", "GPU UUIDs reported twice in one scan", registry=r
         )
+        self.smi_fallbacks = Counter(
+            "gpuid_smi_fallbacks_total",
+            "nvidia-smi replies the byte-level identity reader left to the full XML parser",
+            registry=r,
+        )
+        self.smi_warnings = Counter(
+            "gpuid_smi_warnings_total",
+            "Pieces of text nvidia-smi printed around its XML, or -L lines that were not GPUs",
+            registry=r,
+        )
+        self.smi_gpus_skipped = Counter(
+            "gpuid_smi_gpus_skipped_total",
+            "GPUs left out of a scan: no usable UUID, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.smi_values_nulled = Counter(
+            "gpuid_smi_values_nulled_total",
+            "Identity values recorded as null, by field and reason (placeholder, too_long, invalid)",
+            ["field", "reason"],
+            registry=r,
+        )
         self.ready = Gauge("gpuid_ready", "1 when /readyz answers ready", registry=r)
         self.export_duration = Histogram(
             "gpuid_export_duration_seconds",

@@ -48,7 +48,7 @@ OPTIONS: list[Option] = [
     Option('EXPORTER_HTTP', 'false', 'Run the http exporter (in addition to EXPORTER_TYPE).'),
     Option('WORKERS', '16', 'Maximum concurrent pod scans.'),
     Option('TIMEOUT', '30s', 'Per-pod scan budget (Go-style 30s/5m/1h or plain seconds).'),
-    Option('MAX_OUTPUT_BYTES', '33554432', 'Cap on nvidia-smi output per exec, in bytes.'),
+    Option('MAX_OUTPUT_BYTES', '4194304', 'Cap on nvidia-smi output per exec, in bytes (the parser refuses more than 4 MiB).'),
     Option('RETRY_MAX_BACKOFF', '5m', 'Longest wait between retries of a failing pod scan.'),
     Option('SHUTDOWN_GRACE', '20s', 'How long in-flight scans and exports may run after SIGTERM.'),
     Option('LOG_LEVEL', 'info', 'debug, info, warning or error.'),

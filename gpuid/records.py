@@ -45,16 +45,61 @@ class GpuFacts:
 
 
 @dataclass(frozen=True, slots=True)
+class SkippedGpu:
+    """A ``<gpu>`` left out of a report because it has no usable UUID.
+
+    ``reason`` is one of ``uuid_missing``, ``uuid_placeholder``, ``uuid_too_long``, ``uuid_invalid``.
+    """
+
+    index: int
+    pci_bus_id: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class NulledField:
+    """A value nvidia-smi printed that the record holds as null instead.
+
+    ``gpu_index`` is None for node-wide fields (``driver_version``, ``cuda_version``); ``field`` is the
+    record field (``mig_devices[2].uuid`` for a MIG device's); ``reason`` is ``placeholder`` (an NVML
+    "no value" or error string), ``too_long`` or ``invalid`` (damaged bytes, control characters, wrong
+    shape, out of range).
+    """
+
+    gpu_index: int | None
+    field: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class SmiReport:
-    """Everything one ``nvidia-smi -q -x`` run told us about a node."""
+    """Everything one ``nvidia-smi -q -x`` run told us about a node.
+
+    ``warnings`` is the text nvidia-smi printed around the XML (each piece cut to 200 characters);
+    ``skipped`` and ``nulled`` say which GPUs and values were left out and why. ``fast_path`` tells
+    whether the byte-level identity reader produced the report (False: the full XML parser did); it
+    says how the report was read, not what it says, so it takes no part in ``==``.
+    """
 
     driver_version: str | None
     cuda_version: str | None
     gpus: tuple[GpuFacts, ...]
+    warnings: tuple[str, ...] = ()
+    skipped: tuple[SkippedGpu, ...] = ()
+    nulled: tuple[NulledField, ...] = ()
+    fast_path: bool = dataclasses.field(default=False, compare=False)
 
     @property
     def mig_enabled(self) -> bool:
         return any(g.mig_mode == "Enabled" for g in self.gpus)
+
+
+@dataclass(frozen=True, slots=True)
+class SmiListing:
+    """What ``nvidia-smi -L`` said: each GPU UUID's MIG devices in listed order, and the lines it skipped."""
+
+    devices: dict[str, tuple[MigDevice, ...]]
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

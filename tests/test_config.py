@@ -24,7 +24,7 @@ def test_defaults_match_the_documented_ones() -> None:
     assert s.exporters.names == ("stdout",)
     assert s.scan.workers == 16
     assert s.scan.timeout == 30.0
-    assert s.scan.max_output_bytes == 32 * 1024 * 1024
+    assert s.scan.max_output_bytes == 4 * 1024 * 1024
     assert s.server_port == 8080
     assert (s.log_level, s.log_format) == ("info", "auto")
 
@@ -141,3 +141,8 @@ def test_each_command_documents_its_options(capsys: pytest.CaptureFixture[str]) 
     out = capsys.readouterr().out
     assert "--workers VALUE" in out
     assert "--node-labels, --no-node-labels" in out or "--node-labels | --no-node-labels" in out
+
+
+def test_the_output_cap_cannot_exceed_what_the_parser_reads() -> None:
+    with pytest.raises(ConfigError, match="MAX_OUTPUT_BYTES=4194305 is invalid: the parser reads at most"):
+        load_settings({"CLUSTER_NAME": "c", "MAX_OUTPUT_BYTES": "4194305"})

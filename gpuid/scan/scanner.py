@@ -186,24 +186,14 @@ class Scanner:
     async def _read(self, pod: PodInfo, container: str) -> tuple[PodInfo, SmiReport]:
         """The pod that answered and its report: ``pod``, or what ``fallback`` offers instead."""
         try:
-            return pod, await read_gpus(
-                self._core_ws, pod, container, self._settings, self._metrics, on_duplicate=self._duplicate
-            )
+            return pod, await read_gpus(self._core_ws, pod, container, self._settings, self._metrics)
         except ExecError as e:
             other = await self._source.fallback(pod, e)
             if other is None:
                 raise
         driver, where = other
-        report = await read_gpus(
-            self._core_ws, driver, where, self._settings, self._metrics, on_duplicate=self._duplicate
-        )
+        report = await read_gpus(self._core_ws, driver, where, self._settings, self._metrics)
         return driver, report
-
-    def _duplicate(self, pod: PodInfo, uuid: str) -> None:
-        self._metrics.duplicate_uuids.inc()
-        log.warning(
-            "GPU UUID reported twice in one scan; both kept", node=pod.node, pod=pod.source, gpu_uuid=uuid
-        )
 
     def _schedule_retry(self, state: _PodState, result: str, error: str) -> None:
         pod = state.pod

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from gpuid.errors import ConfigError
 from gpuid.options import Env
+from gpuid.smi.document import MAX_BYTES
 
 SCAN_SOURCES = ("device-plugin", "driver", "auto")
 
@@ -45,16 +46,21 @@ class WatchSettings:
 class ScanSettings:
     workers: int = 16  # concurrent scans: exec latency, not CPU, bounds a sweep
     timeout: float = 30.0  # nvidia-smi has no deadline of its own
-    max_output_bytes: int = 32 * 1024 * 1024
+    max_output_bytes: int = MAX_BYTES  # 4 MiB: ~11x the largest real reply (8 x B200, 357 KB)
     retry_base: float = 1.0
     retry_max: float = 300.0  # a broken node is retried every 5 minutes at most
 
     @classmethod
     def from_env(cls, env: Env) -> ScanSettings:
+        max_output = env.int("MAX_OUTPUT_BYTES", minimum=1024)
+        if max_output > MAX_BYTES:
+            raise ConfigError(
+                f"MAX_OUTPUT_BYTES={max_output} is invalid: the parser reads at most {MAX_BYTES}"
+            )
         return cls(
             workers=env.int("WORKERS", minimum=1),
             timeout=env.duration("TIMEOUT"),
-            max_output_bytes=env.int("MAX_OUTPUT_BYTES", minimum=1024),
+            max_output_bytes=max_output,
             retry_max=env.duration("RETRY_MAX_BACKOFF"),
         )
 

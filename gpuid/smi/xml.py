@@ -1,124 +1,219 @@
-"""From ``nvidia-smi -q -x`` bytes to the raw fields gpuid keeps, at the speed of a C parse.
+"""The full parser: expat reads the identity fields; damage costs a value or a GPU, never the node.
 
-An 8-GPU report has ~2,000 elements, of which gpuid keeps ~20 per GPU. An
-expat handler per element costs more than the parse itself (a callback
-design measured 1.5-2x a bare ``ElementTree.fromstring``), so the tree is
-built in C by ElementTree (expat underneath) and Python then looks only at
-the children of the elements on the paths we keep: ~90 per GPU instead of
-~500 callbacks, about 1.15x a bare ``fromstring`` (``python -m bench.parse``).
+It is the reference the fast path is checked against, and the reader of every
+reply the fast path declines. In order:
 
-Security stays where it was: the document comes from a process we do not
-control, so before parsing, a DOCTYPE with an internal subset or any
-``<!ENTITY`` declaration is refused (ElementTree would expand internal
-entities); external DTDs and entities are never loaded (ElementTree does not
-fetch), and a reference to an undeclared entity is a parse error.
+1. Text damage that makes expat stop (invalid UTF-8, control characters, a raw
+   ``&`` or an unknown entity, ``]]>``) is made harmless (``sanitize``) in a way
+   that makes an identity value holding it invalid; elsewhere it costs nothing.
+2. expat parses the document, calling back only for the start and end of elements
+   (and for text only inside the fields kept): no tree is built, so memory stays at
+   the size of the values kept, and the document is fed in 64 KiB pieces. Reading
+   rules: ``gpuid.smi.fields``.
+3. If the markup itself is broken, each ``<gpu>`` is parsed on its own, and one
+   that still fails is read by position (``gpuid.smi.lexical``, as the fast path
+   reads), each field parsed on its own: broken markup in what gpuid does not read
+   costs nothing, in a field it costs that field.
+
+No DTD reaches this module: ``gpuid.smi.document`` refused it.
 """
 
 from __future__ import annotations
 
-import gc
-import xml.etree.ElementTree as ET
-from typing import TypeAlias
 from xml.parsers import expat
 
-from gpuid.errors import ParseError
+from gpuid.smi.document import Document
+from gpuid.smi.fields import (
+    GPU,
+    GPU_GROUPS,
+    GPU_LEAVES,
+    HEAD,
+    MAX_GPUS,
+    MIG_ITEM,
+    MIG_LEAVES,
+    MIG_LIST,
+    ROOT,
+    STOPS,
+    Fields,
+    RawGpu,
+    RawReport,
+    too_many_gpus,
+)
+from gpuid.smi.lexical import Reader, gpu_blocks
 
-# A trie of the element paths we keep: a dict descends, a str names a leaf
-# whose text is kept under that field name; any other element is skipped.
-Node: TypeAlias = dict[str, "Node | str"]
-MIG_DEVICE: Node = {k: k for k in ("uuid", "profile", "gpu_instance_id", "compute_instance_id")}
-GPU: Node = {
-    **{k: k for k in ("uuid", "serial", "gpu_module_id", "product_name", "product_architecture")},
-    **{k: k for k in ("vbios_version", "board_part_number", "gpu_part_number")},
-    "platformInfo": {"chassis_serial_number": "chassis_serial", "module_id": "module_id"},
-    "pci": {"pci_bus_id": "pci_bus_id"},
-    "mig_mode": {"current_mig": "mig_mode"},
-    "mig_devices": {"mig_device": MIG_DEVICE},
-}
-ROOT: Node = {**{k: k for k in ("driver_version", "kmd_version", "cuda_version")}, "gpu": GPU}
-ROOT_NAME = "nvidia_smi_log"
-Fields = dict[str, str]
-Gpus = list[tuple[Fields, list[Fields]]]
+MARK = "\ufffd".encode()
+_CONTROLS_TO_DEL = bytes.maketrans(bytes([*range(9), 11, 12, *range(14, 32)]), b"\x7f" * 29)
+_REFERENCES = (b"amp;", b"lt;", b"gt;", b"quot;", b"apos;", b"#")
+_OPEN, _CLOSE = f"<{ROOT}>".encode(), f"</{ROOT}>".encode()
 
 
-def collect(data: bytes) -> tuple[Fields, Gpus]:
-    """Parse ``data``; return the root's fields and each GPU's fields and MIG devices.
-
-    The tree's ~2,000 elements hold no reference cycles and die with this call, so the cyclic
-    garbage collector is paused meanwhile: its scans, set off by those allocations, cost
-    nearly as much as the parse in a process of gpuid's size.
-    """
-    _refuse_dtd(data)
-    was_enabled = gc.isenabled()
-    gc.disable()
+def read_full(doc: Document) -> RawReport:
+    span = sanitize(doc.text[doc.start : doc.end])
     try:
-        return _collect(data)
-    finally:
-        if was_enabled:
-            gc.enable()
+        return collect(span)
+    except expat.ExpatError:
+        return _read_damaged(span)
 
 
-def _collect(data: bytes) -> tuple[Fields, Gpus]:
-    try:
-        root = ET.fromstring(data)  # noqa: S314 - DTDs and entity declarations refused above
-    except ET.ParseError as e:
-        head = data.lstrip(b"\xef\xbb\xbf \t\r\n")[:200]  # error path only: the copy is fine
-        if not head.startswith(b"<"):
-            line = head.decode("utf-8", "replace").partition("\n")[0].strip()[:80]
-            raise ParseError(f"nvidia-smi output is not XML: {line!r}") from e
-        line_no, column = e.position
-        where = f"line {line_no}, column {column}"
-        raise ParseError(f"nvidia-smi XML is malformed: {expat.ErrorString(e.code)} at {where}") from e
-    if root.tag != ROOT_NAME:
-        raise ParseError(f"root element is <{root.tag[:40]}>, expected <{ROOT_NAME}>")
-    fields: Fields = {}
-    gpus: Gpus = []
-    _keep(root, ROOT, fields, gpus)
-    return fields, gpus
+def sanitize(span: bytes) -> bytes:
+    """``span`` with the text damage that stops expat made harmless (markup left alone).
 
-
-def _keep(element: ET.Element, node: Node, record: Fields, gpus: Gpus) -> None:
-    """Copy the wanted children of ``element`` (per ``node``) into ``record``/``gpus``."""
-    for child in element:
-        wanted = node.get(child.tag)
-        if wanted is None:
-            continue
-        if isinstance(wanted, str):  # a leaf: its text, with any nested text, as expat reports it
-            record[wanted] = "".join(child.itertext()) if len(child) else child.text or ""
-        elif wanted is GPU:
-            gpu: Fields = {"id": child.get("id", "")}
-            gpus.append((gpu, []))
-            _keep(child, GPU, gpu, gpus)
-        elif wanted is MIG_DEVICE:
-            device: Fields = {}
-            gpus[-1][1].append(device)
-            _keep(child, MIG_DEVICE, device, gpus)
-        else:
-            _keep(child, wanted, record, gpus)
-
-
-def _refuse_dtd(data: bytes) -> None:
-    """Refuse a DOCTYPE internal subset and entity declarations (a byte scan, before any parse)."""
-    start = data.find(b"<!DOCTYPE")
-    if start >= 0 and _has_internal_subset(data, start + len(b"<!DOCTYPE")):
-        raise ParseError("nvidia-smi XML has a DOCTYPE internal subset (refused)")
-    if b"<!ENTITY" in data:
-        raise ParseError("nvidia-smi XML declares or references an entity (refused)")
-
-
-def _has_internal_subset(data: bytes, pos: int) -> bool:
-    """Whether the DOCTYPE declaration continuing at ``pos`` has a ``[...]`` part (quotes skipped).
-
-    Real declarations are one short line; one that does not end within 4 KiB is refused too.
+    Control characters and any '&' that starts no reference become DEL, which XML allows
+    and an identity value may not hold (so such a value is nulled as invalid);
+    undecodable bytes and U+FFFE/U+FFFF become U+FFFD. Only whole-buffer byte operations:
+    a reply full of damage costs time in proportion to its size, not to its damage.
+    A stray '<' or a reference to a forbidden character is left to expat: the GPU holding
+    it is then read by position.
     """
-    quote = 0
-    for byte in data[pos : pos + 4096]:
-        if quote:
-            quote = 0 if byte == quote else quote
-        elif byte in b"\"'":
-            quote = byte
-        elif byte == ord("["):
-            return True
-        elif byte == ord(">"):
-            return False
-    return True
+    if not span.isascii():
+        try:
+            span.decode("utf-8")
+        except UnicodeDecodeError:
+            span = span.decode("utf-8", "replace").encode("utf-8")
+        span = span.replace(b"\xef\xbf\xbe", MARK).replace(b"\xef\xbf\xbf", MARK)
+    span = span.translate(_CONTROLS_TO_DEL)  # NUL is free from here on: it marks kept references
+    if b"&" in span:
+        for reference in _REFERENCES:
+            span = span.replace(b"&" + reference, b"\0" + reference)
+        span = span.replace(b"&", b"\x7f").replace(b"\0", b"&")
+    if b"]]>" in span and b"<![CDATA[" not in span:
+        span = span.replace(b"]]>", b"]]&gt;")
+    return span
+
+
+def snippet_text(snippet: bytes) -> str | None:
+    """All the text inside one element's bytes, or None if expat cannot parse them."""
+    parts: list[str] = []
+    parser = expat.ParserCreate("utf-8")
+    parser.buffer_text = True
+    parser.CharacterDataHandler = parts.append
+    try:
+        parser.Parse(snippet, True)
+    except expat.ExpatError:
+        return None
+    return "".join(parts)
+
+
+def gpu_id(element: bytes) -> str | None:
+    """The ``id`` attribute of a ``<gpu>`` element's bytes, or None if expat cannot parse them."""
+    found: list[str] = []
+    parser = expat.ParserCreate("utf-8")
+    parser.StartElementHandler = lambda _name, attributes: found.append(attributes.get("id", ""))
+    try:
+        parser.Parse(element, True)
+    except expat.ExpatError:
+        return None
+    return found[0]
+
+
+def _read_damaged(span: bytes) -> RawReport:
+    body = span.find(b">") + 1
+    close = span.rfind(b"</")
+    report = RawReport()
+    reader = Reader(span, strict=False, snippet=snippet_text, gpu_id=gpu_id)
+    for start, content, end_tag, end in gpu_blocks(span, body, close, strict=False):
+        if len(report.gpus) == MAX_GPUS:
+            raise too_many_gpus()
+        if not report.gpus:
+            report.head = _head(span, reader, body, start)
+        try:
+            report.gpus.extend(collect(_OPEN + span[start:end] + _CLOSE).gpus[:1])
+        except expat.ExpatError:
+            report.gpus.append(reader.gpu(start, content, end_tag))
+    if not report.gpus:
+        report.head = _head(span, reader, body, close)
+    return report
+
+
+def _head(span: bytes, reader: Reader, start: int, end: int) -> Fields:
+    try:
+        return collect(_OPEN + span[start:end] + _CLOSE).head
+    except expat.ExpatError:
+        return reader.head(start, end)
+
+
+def collect(span: bytes) -> RawReport:
+    """Parse ``span`` (a whole ``<nvidia_smi_log>`` element) with expat; ``ExpatError`` if malformed."""
+    return _Collector().run(span)
+
+
+class _Collector:
+    """expat callbacks that keep the fields of ``gpuid.smi.fields`` and nothing else."""
+
+    def __init__(self) -> None:
+        self.report = RawReport()
+        self.depth = 0
+        self.gpu: RawGpu | None = None
+        self.stopped = False
+        self.seen: set[str] = set()  # groups and MIG list already read in this GPU
+        self.group: dict[str, str] | None = None
+        self.in_migs = False
+        self.mig: Fields | None = None
+        self.target: Fields | None = None  # where the captured text goes, under self.key
+        self.key = ""
+        self.capture_depth = 0
+        self.parts: list[str] = []
+
+    def run(self, span: bytes) -> RawReport:
+        self.parser = parser = expat.ParserCreate("utf-8")
+        parser.buffer_text = True
+        parser.StartElementHandler = self.start
+        parser.EndElementHandler = self.end
+        step = 64 * 1024  # fed in pieces: a thread running this gives the GIL back between them
+        for at in range(0, len(span), step):
+            parser.Parse(span[at : at + step], False)
+        parser.Parse(b"", True)
+        return self.report
+
+    def start(self, name: str, attributes: dict[str, str]) -> None:
+        self.depth = depth = self.depth + 1
+        if self.target is not None:
+            return
+        gpu = self.gpu
+        if depth == 2:
+            if name == GPU:
+                if len(self.report.gpus) == MAX_GPUS:
+                    raise too_many_gpus()
+                self.gpu = RawGpu({"id": attributes.get("id", "")})
+                self.report.gpus.append(self.gpu)
+                self.stopped, self.seen = False, set()
+            elif name in HEAD and not self.report.gpus and name not in self.report.head:
+                self._capture(self.report.head, name)
+        elif gpu is None or self.stopped:
+            return
+        elif depth == 3:
+            if name in STOPS:
+                self.stopped = True
+            elif name in GPU_LEAVES and name not in gpu.fields:
+                self._capture(gpu.fields, name)
+            elif (name in GPU_GROUPS or name == MIG_LIST) and name not in self.seen:
+                self.seen.add(name)
+                self.group = GPU_GROUPS.get(name)
+                self.in_migs = name == MIG_LIST
+        elif depth == 4 and self.group is not None:
+            key = self.group.get(name)
+            if key is not None and key not in gpu.fields:
+                self._capture(gpu.fields, key)
+        elif depth == 4 and self.in_migs and name == MIG_ITEM:
+            self.mig = {}
+            gpu.migs.append(self.mig)
+        elif depth == 5 and self.mig is not None and name in MIG_LEAVES and name not in self.mig:
+            self._capture(self.mig, name)
+
+    def end(self, _name: str) -> None:
+        depth = self.depth
+        self.depth -= 1
+        if self.target is not None and depth == self.capture_depth:
+            self.target[self.key] = "".join(self.parts)
+            self.target = None
+            self.parser.CharacterDataHandler = None
+        if depth == 2:
+            self.gpu = None
+        elif depth == 3:
+            self.group, self.in_migs = None, False
+        elif depth == 4:
+            self.mig = None
+
+    def _capture(self, target: Fields, key: str) -> None:
+        self.target, self.key, self.capture_depth, self.parts = target, key, self.depth, []
+        self.parser.CharacterDataHandler = self.parts.append
