@@ -53,17 +53,17 @@ def scan(progress: ScanProgress, delivery: Delivery, p: PodInfo, first: int, cou
 
 
 # -- bug A: only delivered records let the checkpoint pass a pod ---------------------------------
-async def test_a_pod_whose_records_failed_permanently_holds_the_checkpoint() -> None:
+async def test_a_pod_whose_records_were_refused_holds_the_checkpoint() -> None:
     backend, metrics = Backend(), Metrics()
-    backend.down = backend.permanent = True
+    backend.refuse_all = True
     delivery = Delivery([backend], metrics, fast_delivery())
     lost, later = pod("lost", 10), pod("later", 9)
     progress = progress_for(delivery, lost, later)
     async with running(delivery):
         scan(progress, delivery, lost, 0, 4)
-        await eventually(lambda: dropped(metrics, "mem", "permanent") == 4)
+        await eventually(lambda: dropped(metrics, "mem", "rejected") == 4)
         assert progress.checkpoint() == 8  # both due
-        backend.down = False
+        backend.refuse_all = False
         scan(progress, delivery, later, 4, 4)
         await eventually(lambda: len(backend.records) == 4)
         assert progress.checkpoint() == 9  # "later" is delivered; "lost" never was
