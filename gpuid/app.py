@@ -67,12 +67,18 @@ class App:
         return self.elector is None or self.elector.is_leader
 
     def readiness(self) -> tuple[bool, str]:
+        """Ready: the pod list is synced and scanning, or standing by as a follower.
+
+        Backends are not part of it: an outage keeps records queued (``gpuid_exporter_up``
+        says so), and failing every replica's probe would only block drains and rollouts.
+        """
         following = self.elector is not None and not self.elector.is_leader
         if not following and (self.pods is None or not self.pods.synced.is_set()):
             return False, "pod list not synced yet"
-        if not self.delivery.healthy():
-            return False, "an exporter is unhealthy"
-        return True, "standing by: another replica is the leader" if following else "ready"
+        why = "standing by: another replica is the leader" if following else "ready"
+        if down := self.delivery.down():
+            why += f" (exporters down, records kept: {', '.join(down)})"
+        return True, why
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()

@@ -53,6 +53,12 @@ class Metrics:
             "gpuid_export_dropped_total", "Records given up on", ["exporter", "reason"], registry=r
         )
         self.export_queue = Gauge("gpuid_export_queue_depth", "Records waiting", ["exporter"], registry=r)
+        self.exporter_up = Gauge(
+            "gpuid_exporter_up",
+            "1 while the exporter's backend is open and its last attempt answered (0: failing, parked)",
+            ["exporter"],
+            registry=r,
+        )
         self.duplicate_uuids = Counter(
             "gpuid_duplicate_uuids_total", "GPU UUIDs reported twice in one scan", registry=r
         )
@@ -88,6 +94,12 @@ class Metrics:
         )
         self.spool_bytes = Gauge(
             "gpuid_spool_bytes", "Bytes waiting in the on-disk spool", ["exporter"], registry=r
+        )
+        self.spool_errors = Counter(
+            "gpuid_spool_errors_total",
+            "Spool damage survived, by error (set_aside, bad_line, write_failed, unusable)",
+            ["exporter", "error"],
+            registry=r,
         )
         # --- scale: leader election and node labels ---
         self.leader = Gauge("gpuid_leader", "1 while this replica scans (holds the Lease)", registry=r)
@@ -137,6 +149,8 @@ class Metrics:
         self.export_failure.labels(name)
         self.export_queue.labels(name)
         self.export_duration.labels(name)
+        self.exporter_up.labels(name).set(0)  # until its backend has opened
+        self.export_dropped.labels(name, "rejected")
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

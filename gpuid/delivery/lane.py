@@ -12,7 +12,7 @@ import asyncio
 from collections import deque
 from typing import NamedTuple
 
-from gpuid.delivery.spool import SpoolLane
+from gpuid.delivery.spoollane import SpoolLane
 from gpuid.exporters import Exporter
 from gpuid.records import GPUReading
 
@@ -36,7 +36,8 @@ class Lane:
         self.batch: list[GPUReading] = []
         self.wakeup = asyncio.Event()
         self.opened = False
-        self.healthy = False  # until the backend has been reached once
+        self.up = False  # gpuid_exporter_up: opened, and its last attempt succeeded
+        self.parked_since: float | None = None  # loop time of the lane error that parked it
         self.dropping = False  # log a drop episode once, count every record
         self.left = self.lost_through = 0  # see Tally
 
@@ -45,3 +46,14 @@ class Lane:
 
     def tally(self) -> Tally:
         return Tally(self.left + self.waiting(), self.left, self.lost_through)
+
+    def leave(self, count: int, lost: list[int]) -> None:
+        """The oldest ``count`` records left the lane; ``lost`` are indexes among them that were dropped."""
+        if lost:
+            self.lost_through = max(self.lost_through, self.left + max(lost) + 1)
+        for _ in range(count):
+            self.pending.popleft()
+        self.left += count
+        if self.spool is not None:
+            self.spool.ack(count)
+        self.batch = []

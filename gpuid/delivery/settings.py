@@ -18,7 +18,7 @@ class DeliverySettings:
     batch_size: int = 500  # one COPY / one object per batch; bigger batches amortise round trips
     flush_interval: float = 0.0  # 0: send when the exporter is idle; what queues meanwhile is the next batch
     queue_size: int = 10_000  # per exporter, in memory; the spool takes over beyond it
-    retry_max_backoff: float = 30.0  # a backend that comes back is noticed within this
+    retry_max_backoff: float = 30.0  # a backend that comes back is noticed within this (parked: twice)
     spool_dir: Path | None = None  # off by default: a DaemonSet needs a volume for it
     spool_max_bytes: int = 256 * 1024 * 1024  # bounded, so a long outage cannot fill the node's disk
 

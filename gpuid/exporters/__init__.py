@@ -1,10 +1,15 @@
 """The exporter contract and the registry that picks backends by name.
 
 An exporter takes batches of ``GPUReading`` and delivers them to one backend.
-It raises ``ExportError`` (``transient`` says whether a retry can help) and
-never retries on its own: delivery, batching and retries live in
-``gpuid.delivery`` so every backend behaves the same. Backends are imported
-lazily, so a heavy client library is loaded only when its backend is chosen.
+When it cannot, it says what the failure may cost, with one of three errors:
+``ExportError`` (transient: the same records later), ``RecordError`` (these
+records, by ``indexes`` when it knows them, can never be stored) or
+``LaneError`` (the backend is misconfigured: keep every record, retry slowly).
+It never retries on its own and never drops anything: batching, retries,
+bisection and parking live in ``gpuid.delivery`` so every backend behaves the
+same. Its ``timeout`` bounds one ``open`` or ``export``; delivery cancels an
+attempt that outlives it. Backends are imported lazily, so a heavy client
+library is loaded only when its backend is chosen.
 """
 
 from __future__ import annotations
@@ -34,23 +39,36 @@ class ExporterSettings:
     http: HttpSettings | None = None
 
 
+DEFAULT_TIMEOUT = 60.0  # seconds, for an exporter that names no timeout of its own
+
+
 @runtime_checkable
 class Exporter(Protocol):
-    """What every backend implements."""
+    """What every backend implements (and, optionally, ``timeout``: seconds one call may take)."""
 
     name: str
 
     async def open(self) -> None:
-        """Connect; may raise a transient ``ExportError`` when the backend is down."""
+        """Connect; raises ``ExportError`` when the backend is down, ``LaneError`` when misconfigured."""
 
     async def export(self, batch: Sequence[GPUReading]) -> None:
-        """Deliver ``batch`` or raise ``ExportError``; must be safe to retry."""
+        """Deliver ``batch`` or raise ``ExportError``/``RecordError``/``LaneError``; must be safe to retry.
+
+        After a ``RecordError`` delivery sends the other records again, so a backend
+        may have stored them already.
+        """
 
     async def health(self) -> bool:
         """Whether the backend can take records right now."""
 
     async def close(self) -> None:
         """Release connections; called once, also after failures."""
+
+
+def attempt_timeout(exporter: Exporter) -> float:
+    """Seconds one ``open`` or ``export`` of ``exporter`` may take: its ``timeout``, else 60."""
+    timeout = getattr(exporter, "timeout", None)
+    return float(timeout) if isinstance(timeout, int | float) and timeout > 0 else DEFAULT_TIMEOUT
 
 
 # name -> (module, factory attribute, pip extra that brings its client)

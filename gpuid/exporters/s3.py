@@ -7,6 +7,8 @@ are therefore content-addressed: two different batches never share a key,
 whatever the replica, restart or millisecond, and a retried batch overwrites
 its own object instead of adding a duplicate. Works with any S3-compatible
 store through ``S3_ENDPOINT_URL``; credentials come from the AWS chain.
+Every call is bounded by ``S3_TIMEOUT``; failures are classed by
+``gpuid.exporters.s3client.s3_error``.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gpuid import __version__
-from gpuid.errors import ExportError
+from gpuid.errors import ExportError, LaneError, RecordError
 from gpuid.exporters import ExporterSettings
-from gpuid.exporters.s3client import S3Settings, error_code, open_client, s3_error
+from gpuid.exporters.s3client import S3Settings, error_code, open_client, s3_call, s3_error
 from gpuid.records import FIELD_NAMES, SCHEMA_VERSION, GPUReading
 
 CONTENT_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv"}
@@ -52,6 +54,7 @@ class S3Exporter:
     def __init__(self, config: S3Settings, cluster: str) -> None:
         self.config = config
         self.cluster = cluster
+        self.timeout = config.timeout  # each call is bounded by it (``s3_call``)
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
 
@@ -62,15 +65,21 @@ class S3Exporter:
 
     async def open(self) -> None:
         cfg = self.config
-        # botocore retries twice at most: delivery does the patient retrying
-        self._client = await open_client(cfg, self._stack, attempts=2)
         try:
-            await self._client.head_bucket(Bucket=cfg.bucket)
+            # botocore retries twice at most: delivery does the patient retrying
+            self._client = await open_client(cfg, self._stack, attempts=2)
+            await self._head_bucket()
         except Exception as e:
-            if error_code(e) in ("403", "AccessDenied"):
-                return  # a PutObject-only role may not HeadBucket: find out on the first write
             await self.close()
             raise s3_error(e, cfg.bucket) from None
+
+    async def _head_bucket(self) -> None:
+        """Check that the bucket is there; a PutObject-only role may not HeadBucket: a 403 passes."""
+        try:
+            await s3_call(self.config, self._client.head_bucket(Bucket=self.config.bucket))
+        except LaneError as e:
+            if error_code(e.__cause__) not in ("403", "AccessDenied"):
+                raise
 
     def object_key(self, batch: Sequence[GPUReading], body: bytes) -> str:
         oldest = min(datetime.fromisoformat(r.observed_at) for r in batch).astimezone(UTC)
@@ -107,25 +116,22 @@ class S3Exporter:
 
     async def export(self, batch: Sequence[GPUReading]) -> None:
         if self._client is None:
-            raise ExportError("s3: not connected", transient=True)
+            raise ExportError("s3: not connected")
         if not batch:
             return
         try:
             args = self.put_args(batch)
-        except ValueError as e:  # a record whose observed_at is not RFC 3339: retrying cannot help
-            raise ExportError(f"s3: cannot name the object: {e}", transient=False) from e
-        try:
-            await self._client.put_object(**args)
-        except Exception as e:
-            raise s3_error(e, self.config.bucket) from None
+        except ValueError as e:  # a record whose observed_at is not RFC 3339: delivery finds which
+            raise RecordError(f"s3: cannot name the object: {e}") from e
+        await s3_call(self.config, self._client.put_object(**args))
 
     async def health(self) -> bool:
         if self._client is None:
             return False
         try:
-            await self._client.head_bucket(Bucket=self.config.bucket)
-        except Exception as e:  # health answers a question, it does not report
-            return error_code(e) in ("403", "AccessDenied")
+            await self._head_bucket()
+        except ExportError:  # health answers a question, it does not report
+            return False
         return True
 
     async def close(self) -> None:

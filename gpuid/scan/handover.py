@@ -16,7 +16,7 @@ batch), and pods behind a failing one, are exported twice; none is skipped.
 
 Deliveries are tracked by position in each exporter's lane, a FIFO
 (``gpuid.delivery.lane``): accepted records leave it in order, delivered or lost (a
-permanent export failure, an unreadable spool segment). A pod's records in a
+record the backend refused, an unreadable spool line or segment). A pod's records in a
 lane are the positions it accepted between the previous scan's submission
 and this one's; they are settled once every lane has let its last one go.
 A pod stays due — the checkpoint cannot pass it this term — when a lane

@@ -1,47 +1,63 @@
-"""Delivery semantics with a controllable in-memory backend: batching, retries, queue policy, spool."""
+"""Delivery semantics with a controllable in-memory backend: batching, failure classes, queue, spool."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from gpuid.delivery.delivery import Delivery
-from gpuid.errors import ExportError
+from gpuid.errors import ExportError, LaneError, RecordError
 from gpuid.metrics import Metrics
 from gpuid.records import GPUReading
-from tests.support.app import eventually
+from tests.support.app import eventually, sample
 from tests.support.records import delivering, fast_delivery, reading
 
 
 class Backend:
-    """An exporter whose availability the test switches; records what it accepted."""
+    """An exporter whose failures the test switches; records what it accepted and every attempt."""
 
     def __init__(self, name: str = "mem") -> None:
         self.name = name
         self.records: list[GPUReading] = []
         self.batches: list[int] = []
-        self.down = False
-        self.permanent = False
+        self.attempts = 0
+        self.down = False  # transient failures
+        self.misconfigured = False  # lane errors
+        self.refuse_all = False  # record errors for every record
+        self.poison: set[str] = set()  # gpu_uuids refused (RecordError)
+        self.name_refused = False  # say which records are refused (RecordError.indexes)
         self.down_at_open = False
+        self.misconfigured_at_open = False
+        self.hang = 0  # attempts that never answer
         self.crash = False
         self.closed = False
 
-    def _fail(self) -> None:
-        raise ExportError(f"{self.name} is down", transient=not self.permanent)
-
     async def open(self) -> None:
+        if self.misconfigured_at_open:
+            raise LaneError(f"{self.name}: bad credentials")
         if self.down_at_open:
-            self._fail()
+            raise ExportError(f"{self.name} is down")
 
     async def export(self, batch: Sequence[GPUReading]) -> None:
+        self.attempts += 1
         await asyncio.sleep(0)
+        if self.hang > 0:
+            self.hang -= 1
+            await asyncio.Event().wait()
         if self.crash:
             self.crash = False
             raise KeyError("a bug in the backend client")
         if self.down:
-            self._fail()
+            raise ExportError(f"{self.name} is down")
+        if self.misconfigured:
+            raise LaneError(f"{self.name}: bad credentials")
+        bad = [i for i, r in enumerate(batch) if self.refuse_all or r.gpu_uuid in self.poison]
+        if bad:
+            raise RecordError("value out of range", indexes=tuple(bad) if self.name_refused else ())
         self.records.extend(batch)
         self.batches.append(len(batch))
 
@@ -57,7 +73,7 @@ def uuids(records: Sequence[GPUReading]) -> list[str]:
 
 
 def dropped(metrics: Metrics, name: str, reason: str) -> float:
-    return float(metrics.export_dropped.labels(name, reason)._value.get())
+    return float(sample(metrics, "gpuid_export_dropped_total", exporter=name, reason=reason))
 
 
 async def test_batches_by_size_then_by_time() -> None:
@@ -71,20 +87,33 @@ async def test_batches_by_size_then_by_time() -> None:
     assert backend.closed
 
 
+def up(metrics: Metrics, name: str = "mem") -> float:
+    return sample(metrics, "gpuid_exporter_up", exporter=name)
+
+
+def dropped_total(metrics: Metrics) -> float:
+    return sum(s.value for s in metrics.export_dropped.collect()[0].samples if s.name.endswith("_total"))
+
+
+def logged(log_output: Any, event: str) -> list[dict[str, Any]]:
+    return [e for line in log_output.getvalue().splitlines() if (e := json.loads(line))["event"] == event]
+
+
 async def test_transient_failures_are_retried_until_delivered_once() -> None:
     backend, metrics = Backend(), Metrics()
     delivery = Delivery([backend], metrics, fast_delivery())
     async with delivering(delivery):
-        await eventually(delivery.healthy)
+        await eventually(lambda: up(metrics) == 1)
         backend.down = True
         delivery.submit([reading(n) for n in range(3)])
-        await eventually(lambda: metrics.export_failure.labels("mem")._value.get() >= 3)
-        assert not delivery.healthy()
+        await eventually(lambda: sample(metrics, "gpuid_export_failure_total", exporter="mem") >= 3)
+        assert up(metrics) == 0
+        assert delivery.down() == ["mem"]
         backend.down = False
         await eventually(lambda: len(backend.records) == 3)
-        assert delivery.healthy()
+        assert up(metrics) == 1
     assert len(set(uuids(backend.records))) == 3
-    assert metrics.export_success.labels("mem")._value.get() == 3
+    assert sample(metrics, "gpuid_export_success_total", exporter="mem") == 3
 
 
 async def test_unexpected_exception_is_retried_not_fatal() -> None:
@@ -96,32 +125,128 @@ async def test_unexpected_exception_is_retried_not_fatal() -> None:
         await eventually(lambda: len(backend.records) == 1)
 
 
-async def test_permanent_failure_drops_the_batch_and_moves_on(log_output: Any) -> None:
+async def test_lane_error_parks_the_lane_keeps_every_record_and_resumes(log_output: Any) -> None:
     backend, metrics = Backend(), Metrics()
+    delivery = Delivery([backend], metrics, fast_delivery(batch_size=5))
+    async with delivering(delivery):
+        backend.misconfigured = True
+        delivery.submit([reading(n) for n in range(12)])
+        await eventually(lambda: backend.attempts >= 4, what="several parked retries")
+        assert up(metrics) == 0
+        assert delivery.waiting() == {"mem": 12}
+        backend.misconfigured = False  # the operator fixed it: no restart needed
+        await eventually(lambda: len(backend.records) == 12)
+        assert up(metrics) == 1
+    assert uuids(backend.records) == [reading(n).gpu_uuid for n in range(12)]
+    assert dropped_total(metrics) == 0
+    assert len(logged(log_output, "exporter parked")) == 1
+    assert len(logged(log_output, "exporter resumed")) == 1
+
+
+async def test_lane_error_at_open_parks_until_fixed() -> None:
+    backend, metrics = Backend(), Metrics()
+    backend.misconfigured_at_open = True
     delivery = Delivery([backend], metrics, fast_delivery())
     async with delivering(delivery):
-        backend.down = backend.permanent = True
+        delivery.submit([reading(n) for n in range(5)])
+        await eventually(lambda: sample(metrics, "gpuid_export_failure_total", exporter="mem") >= 2)
+        assert up(metrics) == 0
+        assert delivery.waiting() == {"mem": 5}
+        backend.misconfigured_at_open = False
+        await eventually(lambda: len(backend.records) == 5)
+        assert up(metrics) == 1
+
+
+async def test_an_export_error_not_marked_transient_parks_never_drops() -> None:
+    class Legacy(Backend):
+        async def export(self, batch: Sequence[GPUReading]) -> None:
+            if self.misconfigured:
+                raise ExportError("old-style permanent error", transient=False)
+            await super().export(batch)
+
+    backend, metrics = Legacy(), Metrics()
+    backend.misconfigured = True
+    delivery = Delivery([backend], metrics, fast_delivery())
+    async with delivering(delivery):
         delivery.submit([reading(n) for n in range(4)])
-        await eventually(lambda: dropped(metrics, "mem", "permanent") == 4)
-        backend.down = False
-        delivery.submit([reading(9)])
+        await eventually(lambda: sample(metrics, "gpuid_export_failure_total", exporter="mem") >= 2)
+        backend.misconfigured = False
+        await eventually(lambda: len(backend.records) == 4)
+
+
+async def test_refused_records_named_by_index_are_dropped_alone(log_output: Any) -> None:
+    backend, metrics = Backend(), Metrics()
+    backend.poison, backend.name_refused = {reading(3).gpu_uuid, reading(7).gpu_uuid}, True
+    delivery = Delivery([backend], metrics, fast_delivery(batch_size=10))
+    async with delivering(delivery):
+        delivery.submit([reading(n, node=f"node-{n}") for n in range(10)])
+        await eventually(lambda: delivery.waiting() == {"mem": 0})
+    assert uuids(backend.records) == [reading(n).gpu_uuid for n in range(10) if n not in (3, 7)]
+    assert dropped(metrics, "mem", "rejected") == 2
+    assert backend.attempts == 2  # the batch, then the rest of it
+    lines = logged(log_output, "record refused by the backend, dropped")
+    assert [(e["node"], e["gpu_uuid"]) for e in lines] == [
+        ("node-3", reading(3).gpu_uuid),
+        ("node-7", reading(7).gpu_uuid),
+    ]
+    assert all(e["pod"] and "value out of range" in e["error"] for e in lines)
+
+
+async def test_one_poisoned_record_costs_only_itself_found_by_bisection() -> None:
+    backend, metrics = Backend(), Metrics()
+    backend.poison = {reading(29).gpu_uuid}
+    delivery = Delivery([backend], metrics, fast_delivery(batch_size=50))
+    async with delivering(delivery):
+        delivery.submit([reading(n, node=f"node-{n % 30}") for n in range(50)])  # 30 nodes' records
+        await eventually(lambda: delivery.waiting() == {"mem": 0})
+    assert sorted(uuids(backend.records)) == sorted(reading(n).gpu_uuid for n in range(50) if n != 29)
+    assert dropped(metrics, "mem", "rejected") == 1
+    assert up(metrics) == 1
+    assert backend.attempts <= 1 + 2 * math.ceil(math.log2(50))  # 13: the batch, then two halves per level
+
+
+async def test_a_batch_refused_whole_drops_each_record_counted() -> None:
+    backend, metrics = Backend(), Metrics()
+    backend.refuse_all = True
+    delivery = Delivery([backend], metrics, fast_delivery(batch_size=8))
+    async with delivering(delivery):
+        delivery.submit([reading(n) for n in range(8)])
+        await eventually(lambda: dropped(metrics, "mem", "rejected") == 8)
+        backend.refuse_all = False
+        delivery.submit([reading(9)])  # the lane goes on
         await eventually(lambda: len(backend.records) == 1)
-    assert "export failed permanently" in log_output.getvalue()
 
 
-async def test_down_at_startup_is_not_ready_and_records_wait() -> None:
-    backend = Backend()
+async def test_a_stalled_attempt_is_cancelled_reported_and_retried(log_output: Any) -> None:
+    backend, metrics = Backend(), Metrics()
+    backend.timeout = 0.1  # its own deadline: delivery's is a second more
+    backend.hang = 1
+    delivery = Delivery([backend], metrics, fast_delivery())
+    async with delivering(delivery):
+        await eventually(lambda: up(metrics) == 1)
+        delivery.submit([reading(1)])
+        await eventually(lambda: sample(metrics, "gpuid_export_failure_total", exporter="mem") == 1)
+        assert up(metrics) == 0
+        await eventually(lambda: len(backend.records) == 1)
+        assert up(metrics) == 1
+    [stall] = logged(log_output, "export attempt stalled")
+    assert stall["exporter"] == "mem"
+    assert stall["deadline"] == 1.1
+
+
+async def test_down_at_startup_is_down_and_records_wait() -> None:
+    backend, metrics = Backend(), Metrics()
     backend.down_at_open = True
-    delivery = Delivery([backend], Metrics(), fast_delivery())
-    assert not delivery.healthy()
+    delivery = Delivery([backend], metrics, fast_delivery())
+    assert up(metrics) == 0
     async with delivering(delivery):
         delivery.submit([reading(n) for n in range(5)])
         await asyncio.sleep(0.2)
-        assert not delivery.healthy()
+        assert up(metrics) == 0
         assert delivery.waiting() == {"mem": 5}
         backend.down_at_open = False
         await eventually(lambda: len(backend.records) == 5)
-        assert delivery.healthy()
+        assert up(metrics) == 1
 
 
 async def test_full_queue_drops_newest_and_counts_them() -> None:
@@ -131,7 +256,7 @@ async def test_full_queue_drops_newest_and_counts_them() -> None:
         delivery.submit([reading(n * 4 + i) for i in range(4)])  # never blocks, not even unrun
     assert delivery.waiting() == {"mem": 10}
     assert dropped(metrics, "mem", "queue_full") == 6
-    assert metrics.export_queue.labels("mem")._value.get() == 10
+    assert sample(metrics, "gpuid_export_queue_depth", exporter="mem") == 10
     await delivery.drain(1.0)
     assert uuids(backend.records) == [reading(n).gpu_uuid for n in range(10)]
 
@@ -145,7 +270,7 @@ async def test_one_backend_down_does_not_hold_back_another() -> None:
             delivery.submit([reading(n)])
         await eventually(lambda: len(up.records) == 10)
         assert delivery.waiting() == {"up": 0, "down": 10}
-        assert not delivery.healthy()
+        assert delivery.down() == ["down"]
 
 
 async def test_spool_takes_overflow_and_keeps_order(tmp_path: Path) -> None:
@@ -156,12 +281,12 @@ async def test_spool_takes_overflow_and_keeps_order(tmp_path: Path) -> None:
         for n in range(50):
             delivery.submit([reading(n)])
         assert delivery.waiting() == {"mem": 50}
-        assert metrics.spool_bytes.labels("mem")._value.get() > 0
+        assert sample(metrics, "gpuid_spool_bytes", exporter="mem") > 0
         backend.down = False
         await eventually(lambda: len(backend.records) == 50)
     assert uuids(backend.records) == [reading(n).gpu_uuid for n in range(50)]
     assert dropped(metrics, "mem", "queue_full") == 0
-    assert metrics.spool_bytes.labels("mem")._value.get() == 0
+    assert sample(metrics, "gpuid_spool_bytes", exporter="mem") == 0
     assert not list((tmp_path / "mem").glob("*.jsonl"))
 
 

@@ -16,7 +16,7 @@ from gpuid.delivery.delivery import Delivery
 from gpuid.errors import ExportError
 from gpuid.exporters.postgres.exporter import PostgresExporter
 from gpuid.metrics import Metrics
-from tests.support.app import eventually
+from tests.support.app import eventually, sample
 from tests.support.records import delivering, fast_delivery, reading
 
 
@@ -135,7 +135,7 @@ async def test_missing_tables_is_a_clear_permanent_error(pg_env: dict[str, str])
     await exporter.close()
 
 
-async def test_bad_password_is_permanent_and_no_secret_is_logged(
+async def test_bad_password_parks_the_lane_keeps_the_record_and_no_secret_is_logged(
     pg_env: dict[str, str],
     pg_password: str,
     log_output: Any,
@@ -154,8 +154,10 @@ async def test_bad_password_is_permanent_and_no_secret_is_logged(
     delivery = Delivery([exporter], metrics, fast_delivery())
     async with delivering(delivery):
         delivery.submit([reading(1)])
-        await eventually(lambda: metrics.export_dropped.labels("postgres", "permanent")._value.get() == 1)
-        assert not delivery.healthy()
+        await eventually(lambda: "exporter parked" in log_output.getvalue())
+        assert sample(metrics, "gpuid_exporter_up", exporter="postgres") == 0
+        assert delivery.waiting() == {"postgres": 1}  # parked, not dropped
+        assert sample(metrics, "gpuid_export_dropped_total", exporter="postgres", reason="rejected") == 0
     text = log_output.getvalue()
     assert "POSTGRES_PASSWORD" in text, "the failure must be logged with its hint"
     assert wrong not in text
@@ -185,7 +187,7 @@ async def test_down_at_startup_then_back_delivers_everything_once(
         async with delivering(delivery):
             for n in range(30):
                 delivery.submit([reading(n)])
-            await eventually(lambda: metrics.export_failure.labels("postgres")._value.get() >= 1)
+            await eventually(lambda: sample(metrics, "gpuid_export_failure_total", exporter="postgres") >= 1)
             assert not delivery.healthy()
             pg_server.start()
             await eventually(delivery.healthy)
@@ -196,7 +198,7 @@ async def test_down_at_startup_then_back_delivers_everything_once(
         pg_server, pg_env, "SELECT count(*) AS n, count(DISTINCT gpu_uuid) AS u FROM gpu_readings"
     )
     assert (row["n"], row["u"]) == (30, 30)
-    assert metrics.export_success.labels("postgres")._value.get() == 30
+    assert sample(metrics, "gpuid_export_success_total", exporter="postgres") == 30
 
 
 async def test_server_restart_mid_run_loses_and_duplicates_nothing(
@@ -211,7 +213,7 @@ async def test_server_restart_mid_run_loses_and_duplicates_nothing(
             await eventually(lambda: delivery.waiting() == {"postgres": 0})
             pg_server.stop()
             delivery.submit([reading(n) for n in range(20, 50)])
-            await eventually(lambda: metrics.export_failure.labels("postgres")._value.get() >= 1)
+            await eventually(lambda: sample(metrics, "gpuid_export_failure_total", exporter="postgres") >= 1)
             pg_server.start()
             await eventually(lambda: delivery.waiting() == {"postgres": 0})
     finally:

@@ -7,6 +7,7 @@ import csv
 import gzip
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import aioboto3
@@ -14,11 +15,11 @@ import pytest
 
 from gpuid.config import load_settings
 from gpuid.delivery.delivery import Delivery
-from gpuid.errors import ExportError
+from gpuid.errors import LaneError
 from gpuid.exporters.s3 import S3Exporter
 from gpuid.metrics import Metrics
 from gpuid.records import FIELD_NAMES
-from tests.support.app import eventually
+from tests.support.app import eventually, sample
 from tests.support.records import delivering, fast_delivery, reading
 
 
@@ -123,12 +124,37 @@ async def test_keys_unique_under_concurrency_and_retries_idempotent(s3_env: dict
     assert sorted(r["gpu_uuid"] for r in records_in(objs)) == sorted(b[0].gpu_uuid for b in batches)
 
 
-async def test_missing_bucket_is_permanent(s3_env: dict[str, str]) -> None:
+async def test_missing_bucket_is_a_lane_error(s3_env: dict[str, str]) -> None:
     exporter = exporter_for(s3_env)
-    with pytest.raises(ExportError) as err:
+    with pytest.raises(LaneError) as err:
         await exporter.open()
-    assert not err.value.transient
     assert s3_env["S3_BUCKET"] in str(err.value)
+    assert "S3_BUCKET" in str(err.value)
+
+
+async def test_a_missing_bucket_parks_the_lane_until_it_is_created(
+    s3_env: dict[str, str], tmp_path: Path, log_output: Any
+) -> None:
+    metrics = Metrics()
+    settings = fast_delivery(batch_size=5, queue_size=10, spool_dir=tmp_path)
+    produced = [reading(n) for n in range(30)]
+    delivery = Delivery([exporter_for(s3_env)], metrics, settings)
+    async with delivering(delivery):
+        for n in range(0, 30, 3):
+            delivery.submit(produced[n : n + 3])
+        await eventually(
+            lambda: sample(metrics, "gpuid_export_failure_total", exporter="s3") >= 3, what="parked retries"
+        )
+        assert sample(metrics, "gpuid_exporter_up", exporter="s3") == 0
+        assert delivery.waiting() == {"s3": 30}
+        await make_bucket(s3_env)  # the operator creates it: no restart
+        await eventually(lambda: delivery.waiting() == {"s3": 0})
+        assert sample(metrics, "gpuid_exporter_up", exporter="s3") == 1
+    uuids = [r["gpu_uuid"] for r in records_in(await objects(s3_env))]
+    assert sorted(set(uuids)) == sorted(r.gpu_uuid for r in produced)
+    assert sum(s.value for s in metrics.export_dropped.collect()[0].samples if s.name.endswith("total")) == 0
+    assert sum('"exporter parked"' in line for line in log_output.getvalue().splitlines()) == 1
+    assert sum('"exporter resumed"' in line for line in log_output.getvalue().splitlines()) == 1
 
 
 async def test_s3_down_at_startup_and_mid_run_delivers_everything_once(
@@ -142,15 +168,15 @@ async def test_s3_down_at_startup_and_mid_run_delivers_everything_once(
         delivery = Delivery([exporter_for(s3_env)], metrics, fast_delivery(batch_size=5))
         async with delivering(delivery):
             delivery.submit([reading(n) for n in range(12)])
-            await eventually(lambda: metrics.export_failure.labels("s3")._value.get() >= 1)
+            await eventually(lambda: sample(metrics, "gpuid_export_failure_total", exporter="s3") >= 1)
             assert not delivery.healthy()
             s3_server.start()
             await eventually(lambda: delivery.waiting() == {"s3": 0})
             assert delivery.healthy()
             s3_server.stop()
-            failures = metrics.export_failure.labels("s3")._value.get()
+            failures = sample(metrics, "gpuid_export_failure_total", exporter="s3")
             delivery.submit([reading(n) for n in range(12, 20)])
-            await eventually(lambda: metrics.export_failure.labels("s3")._value.get() > failures)
+            await eventually(lambda: sample(metrics, "gpuid_export_failure_total", exporter="s3") > failures)
             s3_server.start()
             await eventually(lambda: delivery.waiting() == {"s3": 0})
     finally:

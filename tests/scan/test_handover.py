@@ -27,7 +27,7 @@ from gpuid.scan.handover import ScanProgress
 from gpuid.scan.session import ScanSession, ScanSetup
 from gpuid.scan.source import IdentitySource
 from tests.delivery.test_delivery import Backend, dropped
-from tests.support.app import eventually
+from tests.support.app import eventually, sample
 from tests.support.records import delivering as running
 from tests.support.records import fast_delivery, reading
 
@@ -53,17 +53,17 @@ def scan(progress: ScanProgress, delivery: Delivery, p: PodInfo, first: int, cou
 
 
 # -- bug A: only delivered records let the checkpoint pass a pod ---------------------------------
-async def test_a_pod_whose_records_failed_permanently_holds_the_checkpoint() -> None:
+async def test_a_pod_whose_records_were_refused_holds_the_checkpoint() -> None:
     backend, metrics = Backend(), Metrics()
-    backend.down = backend.permanent = True
+    backend.refuse_all = True
     delivery = Delivery([backend], metrics, fast_delivery())
     lost, later = pod("lost", 10), pod("later", 9)
     progress = progress_for(delivery, lost, later)
     async with running(delivery):
         scan(progress, delivery, lost, 0, 4)
-        await eventually(lambda: dropped(metrics, "mem", "permanent") == 4)
+        await eventually(lambda: dropped(metrics, "mem", "rejected") == 4)
         assert progress.checkpoint() == 8  # both due
-        backend.down = False
+        backend.refuse_all = False
         scan(progress, delivery, later, 4, 4)
         await eventually(lambda: len(backend.records) == 4)
         assert progress.checkpoint() == 9  # "later" is delivered; "lost" never was
@@ -181,7 +181,7 @@ async def test_release_gives_up_quickly_and_lets_the_lease_expire(monkeypatch: p
     async with asyncio.timeout(60):  # a safety net: failing beats hanging
         await elector.release()
     assert api.gave_up
-    assert metrics.lease_errors.labels("release")._value.get() == 1
+    assert sample(metrics, "gpuid_lease_errors_total", operation="release") == 1
     assert not elector.is_leader
 
 
