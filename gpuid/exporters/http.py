@@ -21,7 +21,7 @@ import aiohttp
 from gpuid import __version__
 from gpuid.errors import ConfigError, ExportError
 from gpuid.exporters import ExporterSettings
-from gpuid.options import Env
+from gpuid.options import HOUR, Env
 from gpuid.records import SCHEMA_VERSION, GPUReading
 
 _HINTS = {401: "check HTTP_AUTH_TOKEN", 403: "check HTTP_AUTH_TOKEN", 404: "check HTTP_ENDPOINT"}
@@ -44,7 +44,7 @@ class HttpSettings:
         if parts.password:
             raise ConfigError("HTTP_ENDPOINT must not embed credentials: use HTTP_AUTH_TOKEN")
         return cls(
-            endpoint=endpoint, timeout=env.duration("HTTP_TIMEOUT"), auth_token=env.str("HTTP_AUTH_TOKEN")
+            endpoint=endpoint, timeout=env.duration("HTTP_TIMEOUT", minimum=0.1, maximum=HOUR), auth_token=env.str("HTTP_AUTH_TOKEN")
         )
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gpuid.errors import ConfigError, ExportError
-from gpuid.options import Env
+from gpuid.options import HOUR, Env
 
 _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$")
 _TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError"}
@@ -73,7 +73,7 @@ class S3Settings:
             compress=env.choice("S3_COMPRESS", ("none", "gzip")),
             sse=sse or None,
             sse_kms_key_id=env.str("S3_SSE_KMS_KEY_ID") or None,
-            timeout=env.duration("S3_TIMEOUT"),
+            timeout=env.duration("S3_TIMEOUT", minimum=0.1, maximum=HOUR),
         )
 
     def encryption(self) -> dict[str, str]:
