@@ -35,6 +35,7 @@ from gpuid.kube.nodes import NodeDirectory, NodeListener
 from gpuid.labels.writer import NodeLabeller
 from gpuid.leader.elector import LeaderElector
 from gpuid.leader.lease import lease_api
+from gpuid.log import log_errors
 from gpuid.metrics import Metrics
 from gpuid.scan.scanner import Scanner
 from gpuid.scan.session import ScanSession, ScanSetup
@@ -81,7 +82,10 @@ class App:
                 loop.add_signal_handler(sig, self.stop)
         clients = await connect(self.settings.kubeconfig, pool_size=self.settings.scan.workers + 8)
         try:
-            await self.server.start()
+            try:
+                await self.server.start()
+            except OSError as e:  # the port is taken, or not ours to bind
+                raise GpuidError(f"cannot serve /metrics on port {self.settings.server_port}: {e}") from e
             log.info(
                 "gpuid started",
                 version=__version__,
@@ -94,8 +98,10 @@ class App:
             await self._serve(clients)
             code = 0
         except* GpuidError as group:  # a component gave up (e.g. 403 on the pod watch): exit, be restarted
-            for error in group.exceptions:
-                log.error("gpuid cannot go on", error=str(error), error_type=type(error).__name__)
+            log_errors("gpuid cannot go on", group, with_traceback=False)
+            code = 1
+        except* Exception as group:  # a bug: its cause in one line each, never "errors in a TaskGroup"
+            log_errors("gpuid crashed", group)
             code = 1
         finally:
             await self.server.stop()

@@ -171,7 +171,9 @@ def test_every_numeric_option_rejects_hostile_values_naming_itself(option: Optio
 DOCS = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
 BOUNDS = {
     env: (low, high)
-    for env, low, high in re.findall(r"^\| `([A-Z0-9_]+)` \| ([0-9.a-z]+) \| ([0-9.a-z]+) \|", DOCS, flags=re.M)
+    for env, low, high in re.findall(
+        r"^\| `([A-Z0-9_]+)` \| ([0-9.a-z]+) \| ([0-9.a-z]+) \|", DOCS, flags=re.M
+    )
 }
 
 

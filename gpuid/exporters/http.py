@@ -44,7 +44,9 @@ class HttpSettings:
         if parts.password:
             raise ConfigError("HTTP_ENDPOINT must not embed credentials: use HTTP_AUTH_TOKEN")
         return cls(
-            endpoint=endpoint, timeout=env.duration("HTTP_TIMEOUT", minimum=0.1, maximum=HOUR), auth_token=env.str("HTTP_AUTH_TOKEN")
+            endpoint=endpoint,
+            timeout=env.duration("HTTP_TIMEOUT", minimum=0.1, maximum=HOUR),
+            auth_token=env.str("HTTP_AUTH_TOKEN"),
         )
 
 
