@@ -36,7 +36,10 @@ class Metrics:
         self.gpus_observed = Gauge("gpuid_gpus_observed", "GPUs in the latest scan of each pod", registry=r)
         self.pods_tracked = Gauge("gpuid_pods_tracked", "Pods matched by the watch", registry=r)
         self.watch_restarts = Counter(
-            "gpuid_watch_restarts_total", "Watch reconnects and relists", ["reason"], registry=r
+            "gpuid_watch_restarts_total",
+            "Watch reconnects and relists by reason (error, expired, denied)",
+            ["reason"],
+            registry=r,
         )
         self.export_success = Counter(
             "gpuid_export_success_total", "Records delivered", ["exporter"], registry=r
