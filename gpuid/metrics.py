@@ -78,7 +78,7 @@ class Metrics:
         )
         self.node_labels = Counter(
             "gpuid_node_label_updates_total",
-            "Node label updates by result (patched, unchanged, forbidden, invalid, error)",
+            "Node label updates by result (patched, unchanged, forbidden, invalid, error, too_many)",
             ["result"],
             registry=r,
         )
