@@ -186,8 +186,10 @@ class App:
             if self.elector is not None:  # after the drain, so the checkpoint covers what it delivered
                 await self.elector.release()
 
-    def _new_session(self, setup: ScanSetup, inherited: dict[str, str]) -> ScanSession:
-        session = ScanSession(setup, inherited=inherited)
+    def _new_session(
+        self, setup: ScanSetup, inherited: dict[str, str], in_term: Callable[[], bool] | None = None
+    ) -> ScanSession:
+        session = ScanSession(setup, inherited=inherited, in_term=in_term)
         self.session, self.pods, self.scanner = session, session.pods, session.scanner
         return session
 
@@ -205,7 +207,7 @@ class App:
     async def _scan_while_leading(self, elector: LeaderElector, setup: ScanSetup) -> None:
         """Scan only while holding the Lease: stop at once when it is lost, gracefully on shutdown."""
         while await self._acquire_unless_stopped(elector):
-            session = self._new_session(setup, elector.inherited)
+            session = self._new_session(setup, elector.inherited, elector.term_guard())
             async with asyncio.TaskGroup() as tg:
                 running = tg.create_task(session.run(), name="scan-session")
                 held = tg.create_task(elector.hold(), name="leader-lease")

@@ -73,6 +73,11 @@ class Metrics:
             ["event"],
             registry=r,
         )
+        self.scans_discarded = Counter(
+            "gpuid_scans_discarded_total",
+            "Scans that ended after this replica lost the Lease: nothing of them was submitted",
+            registry=r,
+        )
         self.lease_errors = Counter(
             "gpuid_lease_errors_total", "Failed Lease requests by operation", ["operation"], registry=r
         )
