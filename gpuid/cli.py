@@ -31,7 +31,7 @@ from gpuid.log import (
     log_errors,
     loop_exception_handler,
 )
-from gpuid.options import OPTIONS
+from gpuid.options import OPTIONS, parse_int
 
 log = structlog.get_logger("gpuid")
 
@@ -41,6 +41,16 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise ConfigError(f"{self.prog}: {message}")
+
+
+def _demo_nodes(text: str) -> int:
+    try:
+        value = parse_int(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError("must be between 1 and 100")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("run", help="watch the cluster and export records (the default)")
     demo = sub.add_parser("demo", help="run the real pipeline against a built-in simulated cluster and exit")
-    demo.add_argument("--nodes", type=int, default=3, help="simulated GPU nodes (default 3)")
+    demo.add_argument("--nodes", type=_demo_nodes, default=3, help="simulated GPU nodes (1-100, default 3)")
     add_inventory_parser(sub)
     return parser
 

@@ -66,6 +66,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     )
     # Libraries that use stdlib logging (aiohttp, kubernetes_asyncio): warnings and up, as JSON lines too.
     logging.basicConfig(level=logging.WARNING, handlers=[_ToStructlog()], force=True)
+    logging.captureWarnings(True)  # Python's warnings too, instead of raw text on stderr
 
 
 def early_format(values: Mapping[str, str]) -> str:

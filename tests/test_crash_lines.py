@@ -59,6 +59,26 @@ async def test_a_usage_error_is_a_json_line_too() -> None:
     assert "--workers: expected one argument" in lines[0]["error"]
 
 
+async def test_a_bad_demo_size_is_a_configuration_error() -> None:
+    code, lines = await run_gpuid("demo", "--nodes", "1000000")
+    assert code == 2
+    assert [line["event"] for line in lines] == ["configuration error"]
+    assert "--nodes: must be between 1 and 100" in lines[0]["error"]
+
+
+async def test_python_warnings_are_json_lines_too() -> None:
+    script = (
+        "from gpuid.log import configure_logging; configure_logging(); import warnings; warnings.warn('old')"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-W", "always", "-c", script, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    [line] = [json.loads(text) for text in err.decode().splitlines()]
+    assert (line["logger"], line["level"]) == ("py.warnings", "warning")
+    assert "UserWarning: old" in line["event"]
+
+
 async def test_a_port_already_in_use_is_a_json_line_and_exit_1(sim: Sim) -> None:
     add_gpu_node(sim, "n1", GB200)
     with socket.socket() as taken:
