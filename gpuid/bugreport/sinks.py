@@ -92,6 +92,7 @@ class LocalDirectory:
         return _LocalWriter(self, node, node_fd=node_fd, handle=handle, temp=temp, final=file_name)
 
     def _open(self, node: str, file_name: str, size: int) -> tuple[int, IO[bytes], str]:
+        os.makedirs(self.root, exist_ok=True)  # BUG_REPORT_DIR itself is the operator's choice
         root_fd = os.open(self.root, _DIRECTORY)
         try:
             space = os.fstatvfs(root_fd)

@@ -105,6 +105,12 @@ async def test_a_node_directory_that_is_a_link_is_refused_and_nothing_outside_is
     assert pod_files(sim, "n1") == []  # the pod's copy is still cleaned up
 
 
+async def test_bug_report_dir_is_created_when_missing(sim: Sim, kube: Any, tmp_path: Path) -> None:
+    add_driver_node(sim, "n1")
+    collected = await collect(sim, kube, "n1", LocalDirectory(tmp_path / "not" / "yet", keep=5))
+    assert listing(tmp_path / "not" / "yet" / "n1") == [collected.file_name]
+
+
 async def test_a_report_announced_over_the_cap_is_never_downloaded(
     sim: Sim, kube: Any, tmp_path: Path
 ) -> None:
