@@ -12,11 +12,10 @@ so an object added or deleted while disconnected is never missed.
 Lists are paginated (``limit``/``continue``): each page has its own read
 timeout, and a page that fails is asked for again with the same continue
 token, so a huge cluster's list makes progress instead of restarting from
-zero; only an expired token (410) starts it over. Decoding is total: an
-event or list of the wrong shape is skipped (or, for a list, asked for again)
-and logged once per kind of problem, never a crash. A permanent error (401,
-403) ends the watch, unless the owner asked to retry it slowly
-(``permanent_retry``): then it is logged, counted and retried.
+zero; only an expired token (410) starts it over. Decoding is total
+(``gpuid.kube.shapes``): a wrong-shape event is skipped, a list asked for
+again, each logged once per kind of problem. A permanent error (401, 403)
+ends the watch unless the owner asked to retry it slowly (``permanent_retry``).
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ import structlog
 
 from gpuid.errors import ApiError, ExpiredError
 from gpuid.kube.api import open_stream, status_error
+from gpuid.kube.shapes import MalformedError, Page, decode_page, uid_of
 from gpuid.metrics import Metrics
 from gpuid.retry import Backoff
 
@@ -168,7 +168,7 @@ class Informer:
         self.synced.set()
         return listing.rv
 
-    async def _page(self, token: str) -> _Page:
+    async def _page(self, token: str) -> Page:
         # Without a timeout of its own the client waits forever on a connection that went dark.
         timeout = aiohttp.ClientTimeout(sock_connect=10, sock_read=LIST_READ_TIMEOUT)
         extra: dict[str, Any] = {"limit": LIST_PAGE} | ({"_continue": token} if token else {})
@@ -177,28 +177,14 @@ class Informer:
             payload = json.loads(await resp.read())
         return self._decode_page(payload)
 
-    def _decode_page(self, payload: object) -> _Page:
-        payload = payload if isinstance(payload, dict) else {}
-        meta, items = payload.get("metadata"), payload.get("items")
-        meta = meta if isinstance(meta, dict) else {}
-        rv, token = meta.get("resourceVersion"), meta.get("continue") or ""
-        problem = ""
-        if not isinstance(items, list | None):
-            problem = "list items are not a list"
-        elif not isinstance(rv, str) or not rv:
-            problem = "list without metadata.resourceVersion"
-        elif not isinstance(token, str):
-            problem = "list continue token is not a string"
-        if problem:
-            self._problem(problem)
-            raise ApiError(f"{self.kind} list: {problem}", transient=True)
-        page = _Page(str(rv), str(token))
-        for obj in items or ():
-            uid = _uid(obj)
-            if uid is None:
-                self._problem("list item without metadata.uid")
-            else:
-                page.items.append((uid, obj))
+    def _decode_page(self, payload: object) -> Page:
+        try:
+            page = decode_page(payload)
+        except MalformedError as e:
+            self._problem(e.problem)
+            raise ApiError(f"{self.kind} list: {e.problem}", transient=True) from None
+        if page.skipped:
+            self._problem("list item without metadata.uid")
         return page
 
     def _read(self, obj: Obj) -> Any:
@@ -251,7 +237,7 @@ class Informer:
         new_rv = new_rv if isinstance(new_rv, str) and new_rv else rv
         if kind == "BOOKMARK":
             return new_rv
-        uid = _uid(obj)
+        uid = uid_of(obj)
         if kind not in ("ADDED", "MODIFIED", "DELETED") or uid is None:
             self._problem("unexpected watch event", type=str(kind)[:20])
             return new_rv
@@ -264,17 +250,3 @@ class Informer:
             self._known[uid] = item
         self._on_event(str(kind), item)
         return new_rv
-
-
-@dataclass
-class _Page:
-    rv: str
-    token: str
-    items: list[tuple[str, Obj]] = field(default_factory=list)
-
-
-def _uid(obj: object) -> str | None:
-    """``metadata.uid`` when ``obj`` is an object that has one."""
-    meta = obj.get("metadata") if isinstance(obj, dict) else None
-    uid = meta.get("uid") if isinstance(meta, dict) else None
-    return uid if isinstance(uid, str) and uid else None
