@@ -35,6 +35,7 @@ from gpuid.kube.nodes import NodeDirectory, NodeListener
 from gpuid.labels.writer import NodeLabeller
 from gpuid.leader.elector import LeaderElector
 from gpuid.leader.lease import lease_api
+from gpuid.log import log_errors
 from gpuid.metrics import Metrics
 from gpuid.scan.scanner import Scanner
 from gpuid.scan.session import ScanSession, ScanSetup
@@ -87,7 +88,10 @@ class App:
                 loop.add_signal_handler(sig, self.stop)
         clients = await connect(self.settings.kubeconfig, pool_size=self.settings.scan.workers + 8)
         try:
-            await self.server.start()
+            try:
+                await self.server.start()
+            except OSError as e:  # the port is taken, or not ours to bind
+                raise GpuidError(f"cannot serve /metrics on port {self.settings.server_port}: {e}") from e
             log.info(
                 "gpuid started",
                 version=__version__,
@@ -100,8 +104,10 @@ class App:
             await self._serve(clients)
             code = 0
         except* GpuidError as group:  # a component gave up (e.g. 403 on the pod watch): exit, be restarted
-            for error in group.exceptions:
-                log.error("gpuid cannot go on", error=str(error), error_type=type(error).__name__)
+            log_errors("gpuid cannot go on", group, with_traceback=False)
+            code = 1
+        except* Exception as group:  # a bug: its cause in one line each, never "errors in a TaskGroup"
+            log_errors("gpuid crashed", group)
             code = 1
         finally:
             await self.server.stop()
@@ -186,8 +192,10 @@ class App:
             if self.elector is not None:  # after the drain, so the checkpoint covers what it delivered
                 await self.elector.release()
 
-    def _new_session(self, setup: ScanSetup, inherited: dict[str, str]) -> ScanSession:
-        session = ScanSession(setup, inherited=inherited)
+    def _new_session(
+        self, setup: ScanSetup, inherited: dict[str, str], in_term: Callable[[], bool] | None = None
+    ) -> ScanSession:
+        session = ScanSession(setup, inherited=inherited, in_term=in_term)
         self.session, self.pods, self.scanner = session, session.pods, session.scanner
         return session
 
@@ -205,7 +213,7 @@ class App:
     async def _scan_while_leading(self, elector: LeaderElector, setup: ScanSetup) -> None:
         """Scan only while holding the Lease: stop at once when it is lost, gracefully on shutdown."""
         while await self._acquire_unless_stopped(elector):
-            session = self._new_session(setup, elector.inherited)
+            session = self._new_session(setup, elector.inherited, elector.term_guard())
             async with asyncio.TaskGroup() as tg:
                 running = tg.create_task(session.run(), name="scan-session")
                 held = tg.create_task(elector.hold(), name="leader-lease")

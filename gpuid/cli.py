@@ -3,6 +3,8 @@
 Every option is an environment variable first (that is how Kubernetes
 configures containers) and a flag second; a flag wins over the variable. This
 is handed to ``gpuid.config``, which reads the environment and parses both.
+Whatever ends the process ends it with one JSON log line (when logs are JSON):
+a configuration or usage error (exit 2), an unexpected exception (exit 1).
 """
 
 from __future__ import annotations
@@ -10,25 +12,55 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
 import sys
+import threading
 from argparse import SUPPRESS
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any, NoReturn
+
+import structlog
 
 from gpuid import __version__
 from gpuid.config import environment, inventory_settings, load_settings
 from gpuid.errors import ConfigError
 from gpuid.inventory import add_inventory_parser, run_inventory
-from gpuid.log import configure_logging
-from gpuid.options import OPTIONS
+from gpuid.log import (
+    configure_logging,
+    early_format,
+    install_crash_handlers,
+    log_errors,
+    loop_exception_handler,
+)
+from gpuid.options import OPTIONS, parse_int
+
+log = structlog.get_logger("gpuid")
 
 
-def options_parser() -> argparse.ArgumentParser:
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are configuration errors: one log line and exit code 2, like a bad variable."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{self.prog}: {message}")
+
+
+def _demo_nodes(text: str) -> int:
+    try:
+        value = parse_int(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError("must be between 1 and 100")
+    return value
+
+
+def options_parser() -> _Parser:
     """Every option as a flag, grouped as in ``OPTIONS``; shared by the top level and each command.
 
     Defaults are suppressed so a flag given before the command is not reset by the
     command's own copy; booleans take ``--flag``/``--no-flag``.
     """
-    parser = argparse.ArgumentParser(add_help=False)
+    parser = _Parser(add_help=False)
     groups: dict[str, argparse._ArgumentGroup] = {}
     for opt in OPTIONS:
         group = groups.get(opt.group) or groups.setdefault(
@@ -47,7 +79,7 @@ def options_parser() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     options = options_parser()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="gpuid",
         description="Watch NVIDIA GPU pods in Kubernetes and export one identity record per GPU.",
         epilog="Every option is also an environment variable (shown); a flag wins over the variable.",
@@ -60,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo", parents=[options], help="run the real pipeline against a built-in simulated cluster and exit"
     )
-    demo.add_argument("--nodes", type=int, default=3, help="simulated GPU nodes (default 3)")
+    demo.add_argument("--nodes", type=_demo_nodes, default=3, help="simulated GPU nodes (1-100, default 3)")
     add_inventory_parser(sub, parents=[options])
     return parser
 
@@ -71,36 +103,54 @@ def flag_values(args: argparse.Namespace) -> dict[str, str]:
     return {env: str(v).lower() if isinstance(v, bool) else str(v) for env, v in given.items()}
 
 
+def run_loop(main: Coroutine[Any, Any, int]) -> int:
+    """``asyncio.run`` with the loop's last-resort error handler logging JSON lines."""
+
+    async def guarded() -> int:
+        asyncio.get_running_loop().set_exception_handler(loop_exception_handler)
+        return await main
+
+    return asyncio.run(guarded())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    values = environment(flag_values(args))
+    hooks = sys.excepthook, threading.excepthook
+    install_crash_handlers()
+    configure_logging("info", early_format(os.environ))  # until the settings say otherwise
     try:
-        if args.command == "inventory":  # reads PostgreSQL only: no CLUSTER_NAME needed
-            configure_logging("warning", "auto")
-            try:
-                config = inventory_settings(values)
-            except ConfigError as e:
-                print(f"gpuid inventory: {e}", file=sys.stderr)
-                return 2
-            return asyncio.run(run_inventory(args, config))
-        if args.command == "demo":
-            from gpuid.demo import run_demo
-
-            values.setdefault("CLUSTER_NAME", "demo")
-            settings = load_settings(values)
-            configure_logging(settings.log_level, settings.log_format)
-            return asyncio.run(run_demo(settings, nodes=args.nodes))
-        settings = load_settings(values)
-        configure_logging(settings.log_level, settings.log_format)
-        from gpuid.app import App
-
-        # Everything imported so far lives as long as the process: take it out of the collector's
-        # scans (kubernetes_asyncio alone is ~75k objects; rescanning them cost more than parsing
-        # nvidia-smi's XML during a sweep; see docs/benchmarks.md, "What limits scale").
-        gc.freeze()
-        return asyncio.run(App(settings).run())
+        args = build_parser().parse_args(argv)
+        values = environment(flag_values(args))
+        configure_logging("info", early_format(values))
+        return _run(args, values)
     except ConfigError as e:
-        print(f"gpuid: configuration error: {e}", file=sys.stderr)
+        log.error("configuration error", error=str(e), error_type="ConfigError")
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # one JSON line for what nobody expected, never a raw traceback
+        log_errors("gpuid crashed", e)
+        return 1
+    finally:
+        sys.excepthook, threading.excepthook = hooks
+
+
+def _run(args: argparse.Namespace, values: dict[str, str]) -> int:
+    if args.command == "inventory":  # reads PostgreSQL only: no CLUSTER_NAME needed
+        configure_logging("warning", early_format(values))
+        return run_loop(run_inventory(args, inventory_settings(values)))
+    if args.command == "demo":
+        from gpuid.demo import run_demo
+
+        values.setdefault("CLUSTER_NAME", "demo")
+        settings = load_settings(values)
+        configure_logging(settings.log_level, settings.log_format)
+        return run_loop(run_demo(settings, nodes=args.nodes))
+    settings = load_settings(values)
+    configure_logging(settings.log_level, settings.log_format)
+    from gpuid.app import App
+
+    # Everything imported so far lives as long as the process: take it out of the collector's
+    # scans (kubernetes_asyncio alone is ~75k objects; rescanning them cost more than parsing
+    # nvidia-smi's XML during a sweep; see docs/benchmarks.md, "What limits scale").
+    gc.freeze()
+    return run_loop(App(settings).run())

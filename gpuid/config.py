@@ -23,7 +23,7 @@ from gpuid.exporters.postgres.settings import PostgresSettings
 from gpuid.exporters.s3client import S3Settings
 from gpuid.labels.scheme import LabelSettings
 from gpuid.leader.lease import LeaderSettings
-from gpuid.options import Env
+from gpuid.options import HOUR, Env
 from gpuid.scan.settings import DriverSettings, ScanSettings, WatchSettings
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -77,9 +77,7 @@ def load_settings(values: Mapping[str, str]) -> Settings:
             f"CLUSTER_NAME={cluster!r} is the deployment's placeholder: set it to a name for this cluster"
             " in your overlay (docs/deploy.md)"
         )
-    port = env.int("SERVER_PORT")
-    if port > 65535:
-        raise ConfigError(f"SERVER_PORT={port} is invalid: must be <= 65535")
+    port = env.int("SERVER_PORT", minimum=0, maximum=65535)  # 0: any free port
     watch = WatchSettings.from_env(env)
     names = exporter_names(env)
     bug_reports = BugReportSettings.from_env(env, watch.node_name)
@@ -100,7 +98,7 @@ def load_settings(values: Mapping[str, str]) -> Settings:
         bug_reports=bug_reports,
         leader=LeaderSettings.from_env(env, watch.node_name),
         labels=LabelSettings.from_env(env),
-        shutdown_grace=env.duration("SHUTDOWN_GRACE"),
+        shutdown_grace=env.duration("SHUTDOWN_GRACE", minimum=0.1, maximum=HOUR),
         log_level=env.choice("LOG_LEVEL", LOG_LEVELS),
         log_format=env.choice("LOG_FORMAT", LOG_FORMATS),
         server_port=port,

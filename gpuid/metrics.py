@@ -41,7 +41,10 @@ class Metrics:
         self.gpus_observed = Gauge("gpuid_gpus_observed", "GPUs in the latest scan of each pod", registry=r)
         self.pods_tracked = Gauge("gpuid_pods_tracked", "Pods matched by the watch", registry=r)
         self.watch_restarts = Counter(
-            "gpuid_watch_restarts_total", "Watch reconnects and relists", ["reason"], registry=r
+            "gpuid_watch_restarts_total",
+            "Watch reconnects and relists by reason (error, expired, denied)",
+            ["reason"],
+            registry=r,
         )
         self.export_success = Counter(
             "gpuid_export_success_total", "Records delivered", ["exporter"], registry=r
@@ -109,12 +112,17 @@ class Metrics:
             ["event"],
             registry=r,
         )
+        self.scans_discarded = Counter(
+            "gpuid_scans_discarded_total",
+            "Scans that ended after this replica lost the Lease: nothing of them was submitted",
+            registry=r,
+        )
         self.lease_errors = Counter(
             "gpuid_lease_errors_total", "Failed Lease requests by operation", ["operation"], registry=r
         )
         self.node_labels = Counter(
             "gpuid_node_label_updates_total",
-            "Node label updates by result (patched, unchanged, forbidden, invalid, error)",
+            "Node label updates by result (patched, unchanged, forbidden, invalid, error, too_many)",
             ["result"],
             registry=r,
         )

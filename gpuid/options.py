@@ -11,6 +11,7 @@ one place that hands it the process's variables.
 from __future__ import annotations
 
 import builtins
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -100,6 +101,7 @@ OPTIONS: list[Option] = [
     Option('BUG_REPORT_S3', 'false', "Upload bug reports to the S3 exporter's bucket (S3_BUCKET and S3_* settings).", 'bugreport'),
     Option('MAX_LOGS_TO_KEEP', '5', 'Bug reports kept per node in BUG_REPORT_DIR; the oldest are removed.', 'bugreport'),
     Option('BUG_REPORT_TIMEOUT', '300s', 'Deadline of one collection: script, checksum and download.', 'bugreport'),
+    Option('BUG_REPORT_MAX_BYTES', '1073741824', 'Largest bug report accepted, in bytes (checked against the size the pod announces and while streaming).', 'bugreport'),
     Option('BUG_REPORT_ON_FAILURE', 'false', 'Collect a report when a scan fails with an nvidia-smi error.', 'bugreport'),
     Option('BUG_REPORT_MIN_INTERVAL', '1h', 'Least time between two on-failure reports of one node.', 'bugreport'),
     Option('BUG_REPORT_INTERVAL', '0', 'Collect from every node this often (0 = off).', 'bugreport'),
@@ -121,26 +123,56 @@ OPTIONS: list[Option] = [
 # fmt: on
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_NUMBER = r"[0-9]+(?:\.[0-9]+)?"  # ASCII only: str.isdigit, int() and float() also take '١٢', '1_0', 'nan'
+_DURATION = re.compile(f"({_NUMBER})(ms|s|m|h|d)")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_MAX_DIGITS = 30  # far beyond every bound; keeps int() away from huge strings
+
+MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
+WEEK = 7 * DAY  # the ceiling of timeouts and intervals: anything longer is a typo, not a plan
+KIB, MIB, GIB = 1024, 1024**2, 1024**3
 
 
 def parse_duration(text: str) -> float:
-    """Seconds from ``"30s"``, ``"1m30s"``, ``"1h"``, ``"7d"``, ``"250ms"`` or ``"12.5"``."""
+    """Seconds from ``"30s"``, ``"1m30s"``, ``"1h"``, ``"7d"``, ``"250ms"`` or ``"12.5"``; finite, >= 0."""
     text = text.strip()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    pos, total = 0, 0.0
-    for m in _DURATION.finditer(text):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNIT[m.group(2)]
-        pos = m.end()
-    if pos != len(text) or not text:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 5m, 1h or seconds)")
+    if re.fullmatch(_NUMBER, text):
+        total = float(text)
+    else:
+        pos, total = 0, 0.0
+        for m in _DURATION.finditer(text):
+            if m.start() != pos:
+                break
+            total += float(m.group(1)) * _UNIT[m.group(2)]
+            pos = m.end()
+        if pos != len(text) or not text:
+            raise ValueError("not a duration (use e.g. 30s, 5m, 1h or seconds)")
+    if not math.isfinite(total):
+        raise ValueError("not a finite duration")
     return total
+
+
+def parse_int(text: str) -> int:
+    """A whole number written in ASCII digits only (no sign, no ``_``, no other scripts' digits)."""
+    text = text.strip()
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError("not a whole number (use the digits 0-9 only)")
+    if len(text) > _MAX_DIGITS:
+        raise ValueError("far too large")
+    return int(text)
+
+
+def format_duration(seconds: float) -> str:
+    """``seconds`` the way a user writes it: ``7d``, ``1h``, ``30s``, ``100ms``."""
+    for unit, size in (("d", DAY), ("h", HOUR), ("m", MINUTE), ("s", 1.0)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds * 1000:g}ms" if 0 < seconds < 1 else f"{seconds:g}s"
+
+
+def _shown(raw: str, limit: int = 40) -> str:
+    """``raw`` quoted for an error line, cut short so a pasted blob cannot flood the log."""
+    return repr(raw if len(raw) <= limit else raw[:limit] + "...")
 
 
 def parse_bool(text: str) -> bool:
@@ -153,7 +185,13 @@ def parse_bool(text: str) -> bool:
 
 
 class Env:
-    """Typed, validated reads from a string mapping, defaults from ``OPTIONS``."""
+    """Typed, validated reads from a string mapping, defaults from ``OPTIONS``.
+
+    Every number is read with its bounds (``minimum`` and ``maximum`` are
+    required): a value outside them is a ``ConfigError`` naming the variable,
+    so nan, inf, negative and absurd values stop gpuid at start-up instead of
+    wedging it later.
+    """
 
     def __init__(self, values: Mapping[str, str]) -> None:
         self._values = values
@@ -168,18 +206,19 @@ class Env:
         try:
             return conv(raw)
         except ValueError as e:
-            raise ConfigError(f"{name}={raw!r} is invalid: {e}") from None
+            raise ConfigError(f"{name}={_shown(raw)} is invalid: {e}") from None
 
-    def int(self, name: builtins.str, *, minimum: int = 0) -> int:
-        value = self._typed(name, int)
-        if value < minimum:
-            raise ConfigError(f"{name}={value} is invalid: must be >= {minimum}")
+    def int(self, name: builtins.str, *, minimum: int, maximum: int) -> int:
+        value = self._typed(name, parse_int)
+        if not minimum <= value <= maximum:
+            raise ConfigError(f"{name}={value} is invalid: must be between {minimum} and {maximum}")
         return value
 
-    def duration(self, name: builtins.str, *, positive: bool = True) -> float:
+    def duration(self, name: builtins.str, *, minimum: float, maximum: float) -> float:
         value = self._typed(name, parse_duration)
-        if positive and value <= 0:
-            raise ConfigError(f"{name} must be a positive duration, got {self.str(name)!r}")
+        if not minimum <= value <= maximum:
+            low, high = format_duration(minimum), format_duration(maximum)
+            raise ConfigError(f"{name}={_shown(self.str(name))} is invalid: must be between {low} and {high}")
         return value
 
     def bool(self, name: builtins.str) -> bool:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from gpuid.cli import build_parser, flag_values, main
 from gpuid.config import load_settings
 from gpuid.errors import ConfigError
-from gpuid.options import OPTIONS, parse_duration
+from gpuid.options import OPTIONS, Option, parse_duration
 
 
 def test_defaults_match_the_documented_ones() -> None:
@@ -58,7 +60,7 @@ def test_bad_durations_are_rejected(text: str) -> None:
         ({"CLUSTER_NAME": "c", "WORKERS": "0"}, "WORKERS=0 is invalid"),
         ({"CLUSTER_NAME": "c", "WORKERS": "many"}, "WORKERS='many' is invalid"),
         ({"CLUSTER_NAME": "c", "TIMEOUT": "soon"}, "TIMEOUT='soon' is invalid"),
-        ({"CLUSTER_NAME": "c", "TIMEOUT": "0s"}, "TIMEOUT must be a positive duration"),
+        ({"CLUSTER_NAME": "c", "TIMEOUT": "0s"}, "TIMEOUT='0s' is invalid: must be between 1s and 1h"),
         ({"CLUSTER_NAME": "c", "LOG_FORMAT": "xml"}, "LOG_FORMAT='xml' is invalid"),
         ({"CLUSTER_NAME": "c", "SERVER_PORT": "70000"}, "SERVER_PORT=70000 is invalid"),
         ({"CLUSTER_NAME": "c", "EXPORTER_TYPE": "memory"}, "unknown exporter 'memory'"),
@@ -144,5 +146,122 @@ def test_each_command_documents_its_options(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_the_output_cap_cannot_exceed_what_the_parser_reads() -> None:
-    with pytest.raises(ConfigError, match="MAX_OUTPUT_BYTES=4194305 is invalid: the parser reads at most"):
+    with pytest.raises(ConfigError, match="MAX_OUTPUT_BYTES=4194305 is invalid"):
         load_settings({"CLUSTER_NAME": "c", "MAX_OUTPUT_BYTES": "4194305"})
+
+
+# -- bounds of every numeric setting -----------------------------------------------------------
+EVERYTHING = {  # selects every settings group, so every option is parsed
+    "CLUSTER_NAME": "c",
+    "EXPORTER_TYPE": "stdout,s3,postgres,http",
+    "S3_BUCKET": "bkt",
+    "HTTP_ENDPOINT": "http://collector/x",
+    "BUG_REPORT_ENABLED": "true",
+    "BUG_REPORT_DIR": "/d",
+    "API_BASE_URL": "http://api",
+    "NODE_NAME": "n",
+    "VM_ID": "v",
+    "LEADER_ELECTION": "true",
+}
+
+
+def is_number(text: str) -> bool:
+    try:
+        parse_duration(text)
+    except ValueError:
+        return False
+    return True
+
+
+NUMERIC = [o for o in OPTIONS if is_number(o.default)]
+HOSTILE = ["nan", "inf", "-inf", "-1", "1" + "0" * 21, "1e3", "١٢", "+5", "1_0", "0x10", ""]
+
+
+def test_every_numeric_option_is_found_and_parsed() -> None:
+    assert len(NUMERIC) >= 25  # a default that stops looking like a number would drop its row silently
+    load_settings(EVERYTHING)  # the defaults themselves are within every bound
+
+
+@pytest.mark.parametrize("option", NUMERIC, ids=lambda o: o.env)
+@pytest.mark.parametrize("value", HOSTILE, ids=repr)
+def test_every_numeric_option_rejects_hostile_values_naming_itself(option: Option, value: str) -> None:
+    if value == "" and option.env == "SERVER_PORT":
+        value = "-0"
+    with pytest.raises(ConfigError) as info:
+        load_settings(EVERYTHING | {option.env: value})
+    message = str(info.value)
+    assert message.startswith(f"{option.env}=")
+    assert "\n" not in message
+
+
+DOCS = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
+BOUNDS = {
+    env: (low, high)
+    for env, low, high in re.findall(
+        r"^\| `([A-Z0-9_]+)` \| ([0-9.a-z]+) \| ([0-9.a-z]+) \|", DOCS, flags=re.M
+    )
+}
+
+
+def test_every_numeric_option_has_documented_bounds() -> None:
+    assert sorted(BOUNDS) == sorted(o.env for o in NUMERIC)
+
+
+def bound_error(env: str, value: str) -> str:
+    """The bounds error ``value`` earns ``env`` ("" when none: rules between settings may still object)."""
+    try:
+        load_settings(EVERYTHING | {env: value})
+    except ConfigError as e:
+        return str(e) if str(e).startswith(f"{env}=") and "must be between" in str(e) else ""
+    return ""
+
+
+@pytest.mark.parametrize("env", sorted(BOUNDS))
+def test_documented_bounds_are_the_real_ones(env: str) -> None:
+    low, high = BOUNDS[env]
+    integer = low.isdigit() and high.isdigit()
+    assert bound_error(env, low) == ""
+    assert bound_error(env, high) == ""
+    above = str(int(high) + 1) if integer else repr(parse_duration(high) + 0.001)
+    assert bound_error(env, above)
+    below = (int(low) - 1) if integer else parse_duration(low) - 0.001
+    if below >= 0:
+        assert bound_error(env, str(below))
+
+
+@pytest.mark.parametrize(
+    ("dsn", "message"),
+    [
+        ("postgresql://gpuid:pw-S3cr3t@db:54x/gpuid", "invalid literal for int"),
+        ("postgresql://gpuid:pw-S3cr3t@db:99999/gpuid", "port 99999 of db is not between 1 and 65535"),
+        ("postgresql://gpuid:pw-S3cr3t@db:0/gpuid", "port 0 of db"),
+        ("postgresql://gpuid:pw-S3cr3t@[::1/gpuid", "Invalid IPv6 URL"),
+        ("postgresql://gpuid@db/gpuid?password=pw-S3cr3t&sslmode", "bad query field"),
+        ("postgresql://gpuid:pw-S3cr3t@db/gpuid?sslmode=sometimes", "sslmode"),
+        ("mysql://gpuid:pw-S3cr3t@db/gpuid", "must start with postgresql://"),
+    ],
+)
+def test_a_bad_postgres_dsn_is_one_line_without_the_password(dsn: str, message: str) -> None:
+    env = {"CLUSTER_NAME": "c", "EXPORTER_TYPE": "postgres", "POSTGRES_DSN": dsn}
+    with pytest.raises(ConfigError, match=re.escape(message)) as info:
+        load_settings(env)
+    text = str(info.value)
+    assert text.startswith("POSTGRES_DSN is invalid: ")
+    assert "S3cr3t" not in text
+    assert "\n" not in text
+
+
+@pytest.mark.parametrize(
+    ("dsn", "target"),
+    [
+        ("postgresql://gpuid:pw-S3cr3t@h1:5432,h2:5433/inv", "gpuid@h1:5432,h2:5433/inv"),
+        ("postgresql://gpuid:pw@[2001:db8::1]:6432/inv?sslmode=disable", "gpuid@[2001:db8::1]:6432/inv"),
+        ("postgres://gpuid@/inv?host=/run/postgresql", "gpuid@/run/postgresql/.s.PGSQL.5432/inv"),
+    ],
+)
+def test_a_good_postgres_dsn_is_parsed_at_start_up_and_safe_to_log(dsn: str, target: str) -> None:
+    env = {"CLUSTER_NAME": "c", "EXPORTER_TYPE": "postgres", "POSTGRES_DSN": dsn}
+    settings = load_settings(env).exporters.postgres
+    assert settings is not None
+    assert settings.target == target
+    assert "pw" not in settings.target

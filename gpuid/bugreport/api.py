@@ -22,7 +22,8 @@ from pathlib import Path
 import aiohttp
 import structlog
 
-from gpuid.bugreport.reporter import BugReporter, Job
+from gpuid.bugreport.jobs import Job
+from gpuid.bugreport.reporter import BugReporter
 from gpuid.bugreport.settings import ApiSettings
 from gpuid.bugreport.sinks import LocalDirectory
 from gpuid.errors import BugReportError

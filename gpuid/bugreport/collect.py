@@ -5,7 +5,8 @@ killed in the container too, not just abandoned), ask the pod for the file's
 ``sha256sum`` and ``wc -c``, stream it out with ``cat`` into the destinations
 while hashing it, and ``rm`` it. The download is accepted only when size and
 SHA-256 match what the pod computed; a mismatch, a failure or the deadline
-aborts every destination, so nothing partial is ever kept. ``rm`` runs in a
+aborts every destination, so nothing partial is ever kept. A report larger
+than ``BUG_REPORT_MAX_BYTES`` is refused before its download starts. ``rm`` runs in a
 ``finally`` with its own short deadline: the pod's ``/tmp`` never fills up
 with reports, whatever happened.
 """
@@ -22,6 +23,7 @@ from typing import Any
 
 import structlog
 
+from gpuid.bugreport.settings import BugReportSettings
 from gpuid.bugreport.sinks import Destination, ReportWriter
 from gpuid.errors import BugReportError, ExecError, GpuidError
 from gpuid.kube.objects import PodInfo
@@ -37,6 +39,7 @@ from gpuid.smi.commands import (
 
 log = structlog.get_logger("gpuid.bugreport")
 CLEANUP_TIMEOUT = 30.0
+DEFAULT_MAX_BYTES = BugReportSettings.max_bytes
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -87,8 +90,13 @@ async def collect_report(
     timeout: float,
     destinations: Sequence[Destination],
     metrics: Metrics | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> Collected:
-    """Run the script in ``target`` and deliver the verified report to every destination."""
+    """Run the script in ``target`` and deliver the verified report to every destination.
+
+    A report larger than ``max_bytes`` is refused as announced by the pod,
+    and the download is cut the moment it grows past what was announced.
+    """
     writers: list[ReportWriter] = []
     phase = "nvidia-bug-report.sh"
     try:
@@ -96,12 +104,18 @@ async def collect_report(
             await _run_script(core_ws, target, name, timeout)
             phase = "checksum"
             size, sha256 = await _checksum(core_ws, target, name, timeout)
+            if size > max_bytes:
+                raise BugReportError(
+                    f"the report is {size} bytes, over BUG_REPORT_MAX_BYTES ({max_bytes}): not downloaded"
+                )
+            phase = "store"
             for destination in destinations:  # one by one: those opened are aborted if a later one fails
                 writers.append(  # noqa: PERF401
                     await destination.open(target.node, name + ".gz", size=size, sha256=sha256)
                 )
             phase = "download"
             await _download(core_ws, target, name, writers, size=size, sha256=sha256, timeout=timeout)
+            phase = "store"
             for writer in writers:
                 await writer.commit()
     except BaseException as e:  # whatever ends the collection (cancellation too), discard partial copies
@@ -159,7 +173,7 @@ async def _download(
     async def sink(chunk: memoryview) -> None:
         nonlocal received
         received += len(chunk)
-        if received > size:
+        if received > size:  # size was checked against BUG_REPORT_MAX_BYTES: this caps the stream too
             raise BugReportError(f"download larger than the {size} bytes the pod reported")
         digest.update(chunk)
         for writer in writers:

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from gpuid.errors import ConfigError
 from gpuid.exporters.s3client import S3Settings
-from gpuid.options import Env
+from gpuid.options import DAY, GIB, KIB, WEEK, Env
 
 VM_ID_FILE = Path("/host/sys/class/dmi/id/product_uuid")  # the node's DMI UUID through a hostPath
 
@@ -36,6 +36,7 @@ class BugReportSettings:
     s3: S3Settings | None = None
     keep: int = 5  # per node in `directory`; Crusoe's collector keeps 5 too
     timeout: float = 300.0  # a full report on an 8-GPU node takes about a minute
+    max_bytes: int = GIB  # one report, announced and streamed: a pod cannot fill the volume
     on_failure: bool = False
     min_interval: float = 3600.0  # at most one on-failure report per node per hour
     interval: float = 0.0  # scheduled collection from every node; 0 = off
@@ -60,12 +61,13 @@ class BugReportSettings:
             enabled=True,
             directory=Path(directory) if directory else None,
             s3=s3,
-            keep=env.int("MAX_LOGS_TO_KEEP", minimum=1),
-            timeout=env.duration("BUG_REPORT_TIMEOUT"),
+            keep=env.int("MAX_LOGS_TO_KEEP", minimum=1, maximum=1000),
+            timeout=env.duration("BUG_REPORT_TIMEOUT", minimum=1.0, maximum=DAY),
+            max_bytes=env.int("BUG_REPORT_MAX_BYTES", minimum=KIB, maximum=64 * GIB),
             on_failure=env.bool("BUG_REPORT_ON_FAILURE"),
-            min_interval=env.duration("BUG_REPORT_MIN_INTERVAL", positive=False),
-            interval=env.duration("BUG_REPORT_INTERVAL", positive=False),
-            concurrency=env.int("BUG_REPORT_CONCURRENCY", minimum=1),
+            min_interval=env.duration("BUG_REPORT_MIN_INTERVAL", minimum=0.0, maximum=WEEK),
+            interval=env.duration("BUG_REPORT_INTERVAL", minimum=0.0, maximum=WEEK),
+            concurrency=env.int("BUG_REPORT_CONCURRENCY", minimum=1, maximum=64),
             api=api,
         )
 
@@ -84,7 +86,7 @@ def _api_settings(env: Env, node_name: str, vm_id_file: Path) -> ApiSettings | N
     return ApiSettings(
         base_url=base,
         vm_id=env.str("VM_ID") or read_vm_id(vm_id_file),
-        poll_interval=env.duration("API_POLL_INTERVAL"),
+        poll_interval=env.duration("API_POLL_INTERVAL", minimum=0.1, maximum=DAY),
     )
 
 

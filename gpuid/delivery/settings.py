@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpuid.errors import ConfigError
-from gpuid.options import Env
+from gpuid.options import DAY, HOUR, KIB, Env
+
+TIB = 1024**4
 
 
 @dataclass(frozen=True)
@@ -24,16 +26,16 @@ class DeliverySettings:
 
     @classmethod
     def from_env(cls, env: Env) -> DeliverySettings:
-        batch = env.int("EXPORT_BATCH_SIZE", minimum=1)
-        queue = env.int("EXPORT_QUEUE_SIZE", minimum=1)
+        batch = env.int("EXPORT_BATCH_SIZE", minimum=1, maximum=100_000)
+        queue = env.int("EXPORT_QUEUE_SIZE", minimum=1, maximum=1_000_000)  # ~1 KiB a record, in memory
         if queue < batch:
             raise ConfigError(f"EXPORT_QUEUE_SIZE={queue} is invalid: must be >= EXPORT_BATCH_SIZE ({batch})")
         spool = env.str("SPOOL_DIR")
         return cls(
             batch_size=batch,
-            flush_interval=env.duration("EXPORT_FLUSH_INTERVAL", positive=False),
+            flush_interval=env.duration("EXPORT_FLUSH_INTERVAL", minimum=0.0, maximum=HOUR),
             queue_size=queue,
-            retry_max_backoff=env.duration("EXPORT_RETRY_MAX_BACKOFF"),
+            retry_max_backoff=env.duration("EXPORT_RETRY_MAX_BACKOFF", minimum=0.1, maximum=DAY),
             spool_dir=Path(spool) if spool else None,
-            spool_max_bytes=env.int("SPOOL_MAX_BYTES", minimum=64 * 1024),
+            spool_max_bytes=env.int("SPOOL_MAX_BYTES", minimum=64 * KIB, maximum=TIB),
         )

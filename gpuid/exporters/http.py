@@ -28,7 +28,7 @@ import aiohttp
 from gpuid import __version__
 from gpuid.errors import ConfigError, ExportError, LaneError, RecordError
 from gpuid.exporters import ExporterSettings
-from gpuid.options import Env
+from gpuid.options import HOUR, Env
 from gpuid.records import SCHEMA_VERSION, GPUReading
 
 _HINTS = {401: "check HTTP_AUTH_TOKEN", 403: "check HTTP_AUTH_TOKEN", 404: "check HTTP_ENDPOINT"}
@@ -68,7 +68,9 @@ class HttpSettings:
         if parts.username or parts.password:
             raise ConfigError("HTTP_ENDPOINT must not embed credentials: use HTTP_AUTH_TOKEN")
         return cls(
-            endpoint=endpoint, timeout=env.duration("HTTP_TIMEOUT"), auth_token=env.str("HTTP_AUTH_TOKEN")
+            endpoint=endpoint,
+            timeout=env.duration("HTTP_TIMEOUT", minimum=0.1, maximum=HOUR),
+            auth_token=env.str("HTTP_AUTH_TOKEN"),
         )
 
     @property

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from gpuid.errors import ConfigError, ExportError, LaneError, RecordError
-from gpuid.options import Env
+from gpuid.options import HOUR, Env
 
 T = TypeVar("T")
 
@@ -103,7 +103,7 @@ class S3Settings:
             compress=env.choice("S3_COMPRESS", ("none", "gzip")),
             sse=sse or None,
             sse_kms_key_id=env.str("S3_SSE_KMS_KEY_ID") or None,
-            timeout=env.duration("S3_TIMEOUT"),
+            timeout=env.duration("S3_TIMEOUT", minimum=0.1, maximum=HOUR),
         )
 
     def encryption(self) -> dict[str, str]:

@@ -8,6 +8,14 @@ and handed on as a dict. The loop lists, watches from the list's
 resourceVersion with bookmarks, re-lists on 410, and reconnects with capped
 backoff on disconnects, 5xx and 429. A re-list diffs against what is known,
 so an object added or deleted while disconnected is never missed.
+
+Lists are paginated (``limit``/``continue``): each page has its own read
+timeout, and a page that fails is asked for again with the same continue
+token, so a huge cluster's list makes progress instead of restarting from
+zero; only an expired token (410) starts it over. Decoding is total
+(``gpuid.kube.shapes``): a wrong-shape event is skipped, a list asked for
+again, each logged once per kind of problem. A permanent error (401, 403)
+ends the watch unless the owner asked to retry it slowly (``permanent_retry``).
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -22,6 +31,7 @@ import structlog
 
 from gpuid.errors import ApiError, ExpiredError
 from gpuid.kube.api import open_stream, status_error
+from gpuid.kube.shapes import MalformedError, Page, decode_page, uid_of
 from gpuid.metrics import Metrics
 from gpuid.retry import Backoff
 
@@ -32,7 +42,17 @@ ListFn = Callable[..., Awaitable[Any]]
 Slim = Callable[[Obj], Any]
 Handler = Callable[[str, Any], None]
 WATCH_SECONDS = 300
-LIST_READ_TIMEOUT = 60.0  # a list answer that stalls this long is a dead connection: reconnect
+LIST_PAGE = 500  # objects per list page: client-go's pager default
+LIST_READ_TIMEOUT = 60.0  # a page that stalls this long is a dead connection: ask for it again
+
+
+@dataclass
+class _Listing:
+    """A list in progress: what its pages held so far, and where the next page starts."""
+
+    seen: dict[str, Any] = field(default_factory=dict)
+    token: str = ""
+    rv: str = ""
 
 
 class Informer:
@@ -47,6 +67,7 @@ class Informer:
         metrics: Metrics,
         *,
         backoff: Backoff | None = None,
+        permanent_retry: float | None = None,
         **list_kwargs: Any,
     ) -> None:
         self.kind = kind
@@ -56,7 +77,11 @@ class Informer:
         self._metrics = metrics
         self._kwargs = {k: v for k, v in list_kwargs.items() if v}
         self._backoff = backoff or Backoff(base=0.5, cap=30.0)
+        self._permanent_retry = permanent_retry  # None: a 401/403 ends the watch (and gpuid)
         self._known: dict[str, Any] = {}  # uid -> slim object: only what gpuid needs stays in memory
+        self._listing: _Listing | None = None
+        self._reported: set[str] = set()
+        self.denied = False  # refused with a permanent error; retrying every ``permanent_retry``
         self.synced = asyncio.Event()
 
     async def run(self) -> None:
@@ -72,11 +97,12 @@ class Informer:
             except ExpiredError:
                 self._metrics.watch_restarts.labels("expired").inc()
                 log.info("watch expired, re-listing", kind=self.kind)
-                rv, barren = None, barren + 1
+                rv, barren, self._listing = None, barren + 1, None
             except (ApiError, aiohttp.ClientError, OSError, TimeoutError, ValueError) as e:
                 if isinstance(e, ApiError) and not e.transient:
-                    log.error("watch failed with a permanent error", kind=self.kind, error=str(e))
-                    raise
+                    await self._refused(e)
+                    rv = None
+                    continue
                 self._metrics.watch_restarts.labels("error").inc()
                 delay = self._backoff.next_delay()
                 log.warning(
@@ -88,6 +114,30 @@ class Informer:
                 self._metrics.watch_restarts.labels("error").inc()
                 await asyncio.sleep(self._backoff.next_delay())
 
+    async def _refused(self, error: ApiError) -> None:
+        """A permanent error: raise it, or (``permanent_retry``) count it and try again much later."""
+        if self._permanent_retry is None:
+            log.error("watch failed with a permanent error", kind=self.kind, error=str(error))
+            raise error
+        self.denied = True
+        self.synced.set()  # waiters go on without this watch's objects
+        self._listing = None
+        self._metrics.watch_restarts.labels("denied").inc()
+        log.error(
+            "watch refused; retrying later",
+            kind=self.kind,
+            status=error.status,
+            error=str(error),
+            retry_in=self._permanent_retry,
+        )
+        await asyncio.sleep(self._permanent_retry)
+
+    def _problem(self, problem: str, **fields: Any) -> None:
+        """Log a malformed answer once per kind of problem (a broken server repeats itself)."""
+        if problem not in self._reported:
+            self._reported.add(problem)
+            log.warning("malformed answer from the API server", kind=self.kind, problem=problem, **fields)
+
     async def _request(self, timeout: aiohttp.ClientTimeout, **extra: Any) -> aiohttp.ClientResponse:
         what = f"{self.kind} {'watch' if extra.get('watch') else 'list'}"
         resp: aiohttp.ClientResponse = await open_stream(
@@ -96,20 +146,54 @@ class Informer:
         return resp
 
     async def _relist(self) -> str:
+        """List every object, page by page, resuming a list an error interrupted; its resourceVersion."""
+        listing = self._listing = self._listing or _Listing()
+        while True:
+            page = await self._page(listing.token)
+            listing.rv = listing.rv or page.rv  # every page of one list is one snapshot
+            for uid, obj in page.items:
+                listing.seen[uid] = item = self._read(obj)
+                if item is not None:
+                    self._on_event("ADDED" if uid not in self._known else "MODIFIED", item)
+                    self._known[uid] = item
+            if not page.token:
+                break
+            listing.token = page.token
+        for uid in self._known.keys() - listing.seen.keys():
+            self._on_event("DELETED", self._known.pop(uid))
+        self._listing = None
+        if self.denied:
+            log.info("watch allowed again", kind=self.kind)
+            self.denied = False
+        self.synced.set()
+        return listing.rv
+
+    async def _page(self, token: str) -> Page:
         # Without a timeout of its own the client waits forever on a connection that went dark.
-        resp = await self._request(aiohttp.ClientTimeout(sock_connect=10, sock_read=LIST_READ_TIMEOUT))
+        timeout = aiohttp.ClientTimeout(sock_connect=10, sock_read=LIST_READ_TIMEOUT)
+        extra: dict[str, Any] = {"limit": LIST_PAGE} | ({"_continue": token} if token else {})
+        resp = await self._request(timeout, **extra)
         async with resp:
             payload = json.loads(await resp.read())
-        seen: dict[str, Any] = {}
-        for obj in payload.get("items") or ():
-            uid = obj["metadata"]["uid"]
-            seen[uid] = item = self._slim(obj)
-            self._on_event("ADDED" if uid not in self._known else "MODIFIED", item)
-        for uid in self._known.keys() - seen.keys():
-            self._on_event("DELETED", self._known[uid])
-        self._known = seen
-        self.synced.set()
-        return str(payload["metadata"]["resourceVersion"])
+        return self._decode_page(payload)
+
+    def _decode_page(self, payload: object) -> Page:
+        try:
+            page = decode_page(payload)
+        except MalformedError as e:
+            self._problem(e.problem)
+            raise ApiError(f"{self.kind} list: {e.problem}", transient=True) from None
+        if page.skipped:
+            self._problem("list item without metadata.uid")
+        return page
+
+    def _read(self, obj: Obj) -> Any:
+        """``slim(obj)``, or None when even the total reader fails (logged)."""
+        try:
+            return self._slim(obj)
+        except (TypeError, ValueError, AttributeError, KeyError) as e:
+            self._problem("object gpuid cannot read", error=f"{type(e).__name__}: {e}")
+            return None
 
     async def _watch(self, rv: str) -> tuple[str, bool]:
         """Follow the watch from ``rv``; the last resourceVersion seen and whether anything came."""
@@ -125,27 +209,41 @@ class Informer:
             async for line in resp.content:
                 if not line.strip():
                     continue
-                event = json.loads(line)
-                rv = self._dispatch(event, rv)
+                rv = self._dispatch(json.loads(line), rv)  # a line that is not JSON: reconnect
                 if not delivered:  # a watch that delivers is healthy: its breaking is a new incident
                     delivered = True
                     self._backoff.reset()
         return rv, delivered
 
-    def _dispatch(self, event: Obj, rv: str) -> str:
-        kind, obj = event.get("type"), event.get("object") or {}
+    def _dispatch(self, event: object, rv: str) -> str:
+        """Apply one watch event; the resourceVersion to resume from. Wrong shapes are skipped."""
+        if not isinstance(event, dict):
+            self._problem("watch event is not an object")
+            return rv
+        kind, obj = event.get("type"), event.get("object")
+        if not isinstance(obj, dict):
+            self._problem("watch event object is not an object", type=str(kind)[:20])
+            return rv
         if kind == "ERROR":
+            code = obj.get("code")
             message = str(obj.get("message", "")).encode()
-            raise status_error(int(obj.get("code") or 500), message, f"{self.kind} watch")
-        meta = obj.get("metadata") or {}
-        new_rv = str(meta.get("resourceVersion") or rv)
+            status = code if isinstance(code, int) and 100 <= code <= 599 else 500
+            raise status_error(status, message, f"{self.kind} watch")
+        meta = obj.get("metadata")
+        if not isinstance(meta, dict):
+            self._problem("watch event without metadata", type=str(kind)[:20])
+            return rv
+        new_rv = meta.get("resourceVersion")
+        new_rv = new_rv if isinstance(new_rv, str) and new_rv else rv
         if kind == "BOOKMARK":
             return new_rv
-        uid = meta.get("uid")
-        if kind not in ("ADDED", "MODIFIED", "DELETED") or not uid:
-            log.warning("ignoring unexpected watch event", kind=self.kind, type=kind)
+        uid = uid_of(obj)
+        if kind not in ("ADDED", "MODIFIED", "DELETED") or uid is None:
+            self._problem("unexpected watch event", type=str(kind)[:20])
             return new_rv
-        item = self._slim(obj)
+        item = self._read(obj)
+        if item is None:
+            return new_rv
         if kind == "DELETED":
             self._known.pop(uid, None)
         else:

@@ -4,7 +4,9 @@ Records carry the machine behind a node (the tail of ``spec.providerID``);
 node labels need the labels a node carries now; bug-report requests arrive as
 node annotations. One node watch serves them all, so no scan or feature ever
 costs a node GET. Who listens to node events is decided by whoever builds
-the directory (``gpuid.app``), through the constructor.
+the directory (``gpuid.app``), through the constructor. Nodes are optional:
+when the API server refuses the node watch, gpuid keeps scanning (records
+have ``machine=null`` for nodes it never saw) and asks again every 5 minutes.
 """
 
 from __future__ import annotations
@@ -13,15 +15,14 @@ import dataclasses
 import functools
 from collections.abc import Callable, Collection, Sequence
 
-import structlog
-
-from gpuid.errors import ApiError
 from gpuid.kube.informer import Informer, ListFn
 from gpuid.kube.objects import NodeInfo, slim_node
 from gpuid.metrics import Metrics
 
-log = structlog.get_logger("gpuid.nodes")
 NodeListener = Callable[[str, NodeInfo], None]
+# Nodes refused (401/403: RBAC or a token being rotated): records carry machine=null and the watch
+# is retried this often, so fixing the ClusterRole needs no restart yet costs the API server nothing.
+DENIED_RETRY_SECONDS = 300.0
 
 
 class NodeDirectory:
@@ -40,9 +41,21 @@ class NodeDirectory:
         self._nodes: dict[str, NodeInfo] = {}
         selector = f"metadata.name={node_name}" if node_name else ""
         slim = functools.partial(slim_node, label_prefix=label_prefix, annotation_keys=tuple(annotation_keys))
-        self.informer = Informer("node", list_nodes, slim, self._on_event, metrics, field_selector=selector)
-        self.readable = True
+        self.informer = Informer(
+            "node",
+            list_nodes,
+            slim,
+            self._on_event,
+            metrics,
+            permanent_retry=DENIED_RETRY_SECONDS,
+            field_selector=selector,
+        )
         self._listeners = tuple(listeners)
+
+    @property
+    def readable(self) -> bool:
+        """False while the API server refuses the node watch (401/403): machines are unknown then."""
+        return not self.informer.denied
 
     def _on_event(self, kind: str, node: NodeInfo) -> None:
         if kind == "DELETED":
@@ -68,9 +81,4 @@ class NodeDirectory:
             self._nodes[node] = dataclasses.replace(info, owned_labels=tuple(sorted(labels.items())))
 
     async def run(self) -> None:
-        try:
-            await self.informer.run()
-        except ApiError as e:
-            self.readable = False
-            self.informer.synced.set()
-            log.error("nodes are not readable; records will have machine=null", error=str(e))
+        await self.informer.run()

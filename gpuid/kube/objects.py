@@ -4,7 +4,9 @@ Watch events carry full objects (kilobytes each); at 10,000 pods keeping them
 would dominate memory. ``PodInfo``/``NodeInfo`` hold what scanning, records
 and the features need: a node keeps only the annotations and labels its
 watch was asked for (``annotation_keys``, ``label_prefix``), so the kube layer
-needs to know nothing of bug reports or node labels.
+needs to know nothing of bug reports or node labels. Both readers are total:
+the API server's JSON is trusted for its shape nowhere, so an object with a
+field of the wrong type yields a record with that field absent, never a crash.
 """
 
 from __future__ import annotations
@@ -41,26 +43,45 @@ class PodInfo:
         return self.containers[0] if len(self.containers) == 1 else None
 
 
-def slim_pod(obj: dict[str, Any]) -> PodInfo:
-    meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
-    statuses = status.get("containerStatuses") or []
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _str(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def slim_pod(obj: object) -> PodInfo:
+    """What gpuid keeps of a pod; any JSON shape is accepted (a wrong field reads as absent)."""
+    obj = _dict(obj)
+    meta, spec, status = _dict(obj.get("metadata")), _dict(obj.get("spec")), _dict(obj.get("status"))
+    statuses = [_dict(s) for s in _list(status.get("containerStatuses"))]
     ready = (
         status.get("phase") == "Running"
         and not meta.get("deletionTimestamp")
         and bool(statuses)
-        and all(s.get("ready") for s in statuses)
+        and all(s.get("ready") is True for s in statuses)
     )
     return PodInfo(
-        uid=meta.get("uid", ""),
-        name=meta.get("name", ""),
-        namespace=meta.get("namespace", ""),
-        node=spec.get("nodeName") or "",
+        uid=_str(meta.get("uid")),
+        name=_str(meta.get("name")),
+        namespace=_str(meta.get("namespace")),
+        node=_str(spec.get("nodeName")),
         ready=ready,
-        restarts=sum(int(s.get("restartCount") or 0) for s in statuses),
-        containers=tuple(c.get("name", "") for c in spec.get("containers") or ()),
-        default_container=(meta.get("annotations") or {}).get(DEFAULT_CONTAINER_ANNOTATION),
+        restarts=sum(_count(s.get("restartCount")) for s in statuses),
+        containers=tuple(_str(_dict(c).get("name")) for c in _list(spec.get("containers"))),
+        default_container=_str(_dict(meta.get("annotations")).get(DEFAULT_CONTAINER_ANNOTATION)) or None,
         resource_version=_int_rv(meta.get("resourceVersion")),
     )
+
+
+def _count(value: object) -> int:
+    """A non-negative int32 count (restartCount); anything else counts 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31 else 0
 
 
 def _int_rv(value: object) -> int:
@@ -95,14 +116,18 @@ def machine_of(provider_id: str | None) -> str | None:
     return parts[-1] or None
 
 
-def slim_node(obj: dict[str, Any], label_prefix: str = "", annotation_keys: Collection[str] = ()) -> NodeInfo:
-    meta = obj["metadata"]
-    annotations = meta.get("annotations") or {}
-    labels = (meta.get("labels") or {}) if label_prefix else {}
+def slim_node(obj: object, label_prefix: str = "", annotation_keys: Collection[str] = ()) -> NodeInfo:
+    """What gpuid keeps of a node; any JSON shape is accepted (a wrong field reads as absent)."""
+    obj = _dict(obj)
+    meta = _dict(obj.get("metadata"))
+    annotations = _dict(meta.get("annotations"))
+    labels = _dict(meta.get("labels")) if label_prefix else {}
     head = label_prefix + "/"
     return NodeInfo(
-        name=meta["name"],
-        machine=machine_of((obj.get("spec") or {}).get("providerID")),
-        annotations=tuple((k, annotations[k]) for k in annotation_keys if k in annotations),
-        owned_labels=tuple(sorted((k, v) for k, v in labels.items() if k.startswith(head))),
+        name=_str(meta.get("name")),
+        machine=machine_of(_str(_dict(obj.get("spec")).get("providerID"))),
+        annotations=tuple((k, v) for k in annotation_keys if isinstance(v := annotations.get(k), str)),
+        owned_labels=tuple(
+            sorted((k, v) for k, v in labels.items() if k.startswith(head) and isinstance(v, str))
+        ),
     )

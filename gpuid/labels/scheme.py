@@ -17,7 +17,9 @@ Values are sanitised into valid label values (``[A-Za-z0-9._-]``, alphanumeric
 at both ends, at most 63 characters; ``na`` when unknown). Keys under the
 prefix that a scan no longer produces are removed (``null`` in the merge
 patch), and when the node already carries exactly these labels nothing is
-sent. Writing is ``gpuid.labels.writer``'s job; this module is pure.
+sent. A scan reporting more than ``MAX_GPUS`` GPUs, or needing more than
+``MAX_LABELS`` labels, labels nothing (the writer counts it as ``too_many``).
+Writing is ``gpuid.labels.writer``'s job; this module is pure.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ from gpuid.options import Env
 from gpuid.records import GPUReading
 
 UNKNOWN = "na"
+# What one scan may put on its Node. Real nodes have 4 (GB200 tray) to 8 (HGX) GPUs; a pod's
+# nvidia-smi is input, and a broken or hostile one must not write thousands of labels onto a Node.
+MAX_GPUS = 64
+MAX_LABELS = 100
 MAX_VALUE = 63
 _INVALID_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 _EDGES = re.compile(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$")
@@ -61,8 +67,14 @@ def sanitize(value: str | None) -> str:
     return cleaned or UNKNOWN
 
 
-def desired_labels(prefix: str, readings: Sequence[GPUReading]) -> dict[str, str]:
-    """The labels under ``prefix`` that describe the GPUs in ``readings`` (one scan of one node)."""
+def desired_labels(prefix: str, readings: Sequence[GPUReading]) -> dict[str, str] | None:
+    """The labels under ``prefix`` that describe the GPUs in ``readings`` (one scan of one node).
+
+    None when the scan reports more than ``MAX_GPUS`` GPUs or would need more
+    than ``MAX_LABELS`` labels: such a node gets no per-GPU labels at all.
+    """
+    if len(readings) > MAX_GPUS:
+        return None
     groups: dict[str, set[str]] = {}
     for reading in readings:
         groups.setdefault(reading.chassis_serial or "", set()).add(reading.gpu_serial or "")
@@ -75,7 +87,7 @@ def desired_labels(prefix: str, readings: Sequence[GPUReading]) -> dict[str, str
             key = f"chassis-{i}-gpu-{j}" if chassis_value != UNKNOWN else f"gpu-{j}"
             labels[f"{prefix}/{key}"] = sanitize(serial)
     labels[f"{prefix}/chassis-count"] = str(len(groups))
-    return labels
+    return labels if len(labels) <= MAX_LABELS else None
 
 
 def owned(prefix: str, labels: Mapping[str, str]) -> dict[str, str]:

@@ -4,8 +4,9 @@ A scan's callback only records the labels a node should carry and queues the
 node; a few writer tasks send one JSON merge patch per node that needs one.
 What the node carries now comes from the node watch (``NodeDirectory``
 keeps the labels under our prefix, and is told what each PATCH answered),
-so a rescan that finds the same GPUs costs no request at all. Forbidden (RBAC) and Invalid (a value the API
-server refuses) are permanent: counted, logged with the node, not retried.
+so a rescan that finds the same GPUs costs no request at all. A scan with
+more GPUs than the scheme's caps writes nothing (``too_many``). Forbidden
+(RBAC) and Invalid (a value the API server refuses) are permanent: counted, logged with the node, not retried.
 Other failures are retried a few times with backoff; the next scan of the
 node tries again anyway.
 """
@@ -22,7 +23,7 @@ from gpuid.errors import ApiError
 from gpuid.kube.api import call
 from gpuid.kube.nodes import NodeDirectory
 from gpuid.kube.objects import PodInfo
-from gpuid.labels.scheme import LabelSettings, desired_labels, label_patch, owned
+from gpuid.labels.scheme import MAX_GPUS, MAX_LABELS, LabelSettings, desired_labels, label_patch, owned
 from gpuid.metrics import Metrics
 from gpuid.records import GPUReading
 from gpuid.retry import Backoff
@@ -48,6 +49,18 @@ class NodeLabeller:
         if not pod.node:
             return
         desired = desired_labels(self._prefix, readings)
+        if desired is None:  # input, not a plan: leave the Node as it is
+            self._wanted.pop(pod.node, None)
+            self._metrics.node_labels.labels("too_many").inc()
+            log.warning(
+                "too many GPUs to label the node; no labels written",
+                node=pod.node,
+                pod=pod.source,
+                gpus=len(readings),
+                max_gpus=MAX_GPUS,
+                max_labels=MAX_LABELS,
+            )
+            return
         if self._nodes.readable and label_patch(self._nodes.owned_labels(pod.node), desired) is None:
             self._metrics.node_labels.labels("unchanged").inc()
             return

@@ -9,7 +9,9 @@ renews every retry period. If it could not renew for ``LEASE_RENEW_DEADLINE``
 (counted from when its last successful renewal was *sent*) it stops leading
 — and the caller stops scanning — while a follower still has to wait at least
 ``LEASE_DURATION`` after it *saw* that renewal: the gap between the two is
-the safety margin. On shutdown the leader releases the Lease so a follower
+the safety margin. Work started in a term checks ``holds(term)`` before it
+publishes anything, so a replica that was frozen past its deadline and wakes
+up with results in hand discards them. On shutdown the leader releases the Lease so a follower
 takes over within one retry period. Annotations supplied by the caller (the
 scan checkpoint) ride along on every write, so a successor learns them free.
 """
@@ -51,6 +53,7 @@ class LeaderElector:
         self._metrics = metrics
         self._annotations = annotations
         self.is_leader = False
+        self.term = 0  # bumped each time this replica becomes the leader
         self._tried = False  # an acquire was attempted: the Lease may name us even if we never heard back
         self.holder = ""  # the holder this replica last saw
         self.inherited: dict[str, str] = {}  # the Lease's annotations when this replica took it
@@ -71,6 +74,7 @@ class LeaderElector:
             # client-go's jitter: replicas that started together do not keep colliding
             await asyncio.sleep(s.retry_period * random.uniform(1.0, 1.2))  # noqa: S311 - not crypto
         self.is_leader = True
+        self.term += 1
         self._metrics.leader.set(1)
         self._metrics.leader_transitions.labels("acquired").inc()
         log.info("became the leader", lease=f"{s.namespace}/{s.name}", identity=s.identity)
@@ -123,6 +127,19 @@ class LeaderElector:
             return
         self._metrics.leader_transitions.labels("released").inc()
         log.info("released the leader lease", identity=self.settings.identity)
+
+    def holds(self, term: int) -> bool:
+        """Whether ``term`` is still this replica's, by the clock and not only by ``hold``'s last look.
+
+        A process frozen (SIGSTOP, a stalled VM) past its renew deadline may run a finished
+        scan before ``hold`` wakes up to notice the Lease is gone: the deadline itself says so.
+        """
+        return self.is_leader and self.term == term and self._deadline_left() > 0
+
+    def term_guard(self) -> Callable[[], bool]:
+        """A check that the current term is still held, for work started in it."""
+        term = self.term
+        return lambda: self.holds(term)
 
     # -- one try, client-go's tryAcquireOrRenew ---------------------------------------------------
     def _deadline_left(self) -> float:

@@ -20,7 +20,7 @@ from kubernetes_asyncio import client
 
 from gpuid.errors import ConfigError
 from gpuid.kube.api import call
-from gpuid.options import Env
+from gpuid.options import DAY, Env
 
 Lease = dict[str, Any]
 DEFAULT_NAMESPACE = "gpuid"
@@ -40,11 +40,10 @@ class LeaderSettings:
     @classmethod
     def from_env(cls, env: Env, node_name: str) -> LeaderSettings:
         """Read ``LEADER_ELECTION`` and ``LEASE_*``; per-node mode (``NODE_NAME``) turns election off."""
-        duration = env.duration("LEASE_DURATION")
-        renew = env.duration("LEASE_RENEW_DEADLINE")
-        retry = env.duration("LEASE_RETRY_PERIOD")
-        if duration < 1:
-            raise ConfigError(f"LEASE_DURATION={env.str('LEASE_DURATION')!r} is invalid: must be >= 1s")
+        # leaseDurationSeconds is an int32 of whole seconds; a day is far inside it and past any sane use
+        duration = env.duration("LEASE_DURATION", minimum=1.0, maximum=DAY)
+        renew = env.duration("LEASE_RENEW_DEADLINE", minimum=0.1, maximum=DAY)
+        retry = env.duration("LEASE_RETRY_PERIOD", minimum=0.1, maximum=DAY)
         if not duration > renew > retry > 0:
             raise ConfigError(
                 "LEASE_DURATION > LEASE_RENEW_DEADLINE > LEASE_RETRY_PERIOD > 0 is required, got "

@@ -5,6 +5,8 @@ UID and restart count, so a container restart that makes it Ready again
 triggers a fresh scan. At most ``WORKERS`` scans run at once, each under its
 own deadline, so a slow pod only holds its own worker. Failed scans are
 retried with capped backoff while the pod exists; deleted pods are forgotten.
+With leader election a scan is published only if the term it ran in is
+still held when it ends (``in_term``); otherwise it is counted and dropped.
 """
 
 from __future__ import annotations
@@ -54,8 +56,10 @@ class Scanner:
         metrics: Metrics,
         on_scanned: OnScanned | None = None,
         on_failure: OnFailure | None = None,
+        in_term: Callable[[], bool] | None = None,
     ) -> None:
         self._settings = settings
+        self._in_term = in_term  # with leader election: is the term this scanner serves still ours?
         self._on_scanned = on_scanned  # after each successful scan (node labels, leader checkpoint)
         self._on_failure = on_failure  # after each failed exec (bug reports on failure)
         self._cluster = cluster
@@ -148,7 +152,7 @@ class Scanner:
 
     async def _scan(self, state: _PodState) -> None:
         pod = source = state.pod
-        result, error = "success", ""
+        result, error, failed = "success", "", None
         try:
             container = self._source.container_of(pod)
             if container is None:
@@ -157,11 +161,14 @@ class Scanner:
                 )
             source, report = await self._read(pod, container)
         except ExecError as e:
-            result, error = ("timeout" if e.timed_out else "exec_error"), str(e)
-            if self._on_failure is not None:
-                self._on_failure(pod, e)
+            result, error, failed = ("timeout" if e.timed_out else "exec_error"), str(e), e
         except ParseError as e:
             result, error = "parse_error", str(e)
+        if self._in_term is not None and not self._in_term():
+            self._discard(pod, result)
+            return
+        if failed is not None and self._on_failure is not None:
+            self._on_failure(pod, failed)
         self._metrics.scans.labels(result).inc()
         if result != "success":
             self._schedule_retry(state, result, error)
@@ -194,6 +201,16 @@ class Scanner:
         driver, where = other
         report = await read_gpus(self._core_ws, driver, where, self._settings, self._metrics)
         return driver, report
+
+    def _discard(self, pod: PodInfo, result: str) -> None:
+        """A scan that ended after this replica's term: a successor owns the pod now."""
+        self._metrics.scans_discarded.inc()
+        log.warning(
+            "scan finished after the leader lease was lost; result discarded",
+            node=pod.node,
+            pod=pod.source,
+            result=result,
+        )
 
     def _schedule_retry(self, state: _PodState, result: str, error: str) -> None:
         pod = state.pod

@@ -4,8 +4,10 @@ Without leader election gpuid has one term that lasts the whole process.
 With it, a term begins when this replica becomes the leader and ends when it
 stops leading: at once when the Lease is lost (scans are cancelled, so two
 replicas never scan together), or gracefully on shutdown (running scans may
-finish). Each term starts from a fresh pod list, trusting the predecessor's
-checkpoint (``gpuid.handover``) for what was already scanned. The node
+finish). A scan that finishes when its term is over (``in_term`` says so:
+the process was frozen past the Lease's deadline) submits nothing. Each term
+starts from a fresh pod list, trusting the predecessor's checkpoint
+(``gpuid.handover``) for what was already scanned. The node
 directory and delivery outlive terms; they belong to the App.
 """
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from gpuid.delivery.delivery import Delivery
@@ -46,7 +48,13 @@ class ScanSetup:
 
 
 class ScanSession:
-    def __init__(self, setup: ScanSetup, *, inherited: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        setup: ScanSetup,
+        *,
+        inherited: Mapping[str, str] | None = None,
+        in_term: Callable[[], bool] | None = None,
+    ) -> None:
         w = setup.watch
         self._on_scanned = setup.on_scanned
         self.progress = ScanProgress(w.scope, inherited or {}, setup.delivery.tallies)
@@ -60,6 +68,7 @@ class ScanSession:
             metrics=setup.metrics,
             on_scanned=self._scanned,
             on_failure=setup.on_failure,
+            in_term=in_term,
         )
         self.pods = Informer(
             "pod",

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from gpuid.errors import ConfigError
-from gpuid.options import Env
+from gpuid.options import DAY, HOUR, KIB, Env
 from gpuid.smi.document import MAX_BYTES
 
 SCAN_SOURCES = ("device-plugin", "driver", "auto")
@@ -52,16 +52,12 @@ class ScanSettings:
 
     @classmethod
     def from_env(cls, env: Env) -> ScanSettings:
-        max_output = env.int("MAX_OUTPUT_BYTES", minimum=1024)
-        if max_output > MAX_BYTES:
-            raise ConfigError(
-                f"MAX_OUTPUT_BYTES={max_output} is invalid: the parser reads at most {MAX_BYTES}"
-            )
         return cls(
-            workers=env.int("WORKERS", minimum=1),
-            timeout=env.duration("TIMEOUT"),
-            max_output_bytes=max_output,
-            retry_max=env.duration("RETRY_MAX_BACKOFF"),
+            # each worker holds an exec WebSocket and up to MAX_OUTPUT_BYTES: bounded like any buffer
+            workers=env.int("WORKERS", minimum=1, maximum=1024),
+            timeout=env.duration("TIMEOUT", minimum=1.0, maximum=HOUR),
+            max_output_bytes=env.int("MAX_OUTPUT_BYTES", minimum=KIB, maximum=MAX_BYTES),  # the parser's cap
+            retry_max=env.duration("RETRY_MAX_BACKOFF", minimum=0.1, maximum=DAY),
         )
 
 

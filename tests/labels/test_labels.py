@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 
 import pytest
 
 from gpuid.config import load_settings
 from gpuid.errors import ConfigError
-from gpuid.labels.scheme import desired_labels, label_patch, sanitize
+from gpuid.labels.scheme import MAX_GPUS, MAX_LABELS, desired_labels, label_patch, sanitize
 from gpuid.records import GPUReading, readings_from_report
 from gpuid.sim import bundled_capture
 from gpuid.smi.parse import parse_smi_xml
@@ -140,3 +141,62 @@ async def test_transient_failures_are_retried(sim: Sim) -> None:
         assert run.sample("gpuid_node_label_updates_total", result="error") == 1
         assert sim.cluster.request_counts["patch node"] == 2
         assert owned(sim, "n1", "gpuid.github.com/") == desired_labels("gpuid.github.com", readings(H100))
+
+
+# -- caps: a pod's nvidia-smi cannot write thousands of labels onto its Node ------------------------
+def many_gpus(count: int, *, chassis_each: bool = False) -> list[GPUReading]:
+    one = readings(H100)[0]
+    return [
+        dataclasses.replace(
+            one,
+            gpu_uuid=f"GPU-{i:08d}-0000-0000-0000-000000000000",
+            gpu_serial=f"S{i:06d}",
+            chassis_serial=f"C{i:06d}" if chassis_each else None,
+        )
+        for i in range(count)
+    ]
+
+
+def test_more_gpus_or_labels_than_the_caps_give_no_labels() -> None:
+    assert (MAX_GPUS, MAX_LABELS) == (64, 100)
+    assert len(desired_labels("p.io", many_gpus(MAX_GPUS)) or {}) == MAX_GPUS + 1
+    assert desired_labels("p.io", many_gpus(MAX_GPUS + 1)) is None
+    assert len(desired_labels("p.io", many_gpus(49, chassis_each=True)) or {}) == 99
+    assert desired_labels("p.io", many_gpus(50, chassis_each=True)) is None  # 101 labels
+    assert desired_labels("p.io", many_gpus(5000)) is None
+
+
+def capture_with_gpus(count: int, *, chassis: bool = False) -> bytes:
+    """The H100 capture's first GPU, ``count`` times over, each with its own UUID and serial (and chassis)."""
+    xml = bundled_capture(H100).xml.decode()
+    start, end = xml.index("<gpu "), xml.index("</gpu>") + len("</gpu>")
+    gpu = xml[start:end]
+    uuid = re.search(r"<uuid>([^<]+)</uuid>", gpu)
+    serial = re.search(r"<serial>([^<]+)</serial>", gpu)
+    assert uuid
+    assert serial
+    copies = [
+        gpu.replace(uuid.group(1), f"GPU-{i:08x}-1111-2222-3333-444444444444")
+        .replace(serial.group(1), f"99{i:011d}")
+        .replace(
+            "<chassis_serial_number>N/A</chassis_serial_number>",
+            f"<chassis_serial_number>18{i:011d}</chassis_serial_number>" if chassis else "",
+            1 if chassis else 0,
+        )
+        for i in range(count)
+    ]
+    return (xml[:start] + "".join(copies) + xml[xml.rindex("</gpu>") + len("</gpu>") :]).encode()
+
+
+async def test_a_node_needing_too_many_labels_gets_none_and_is_counted(sim: Sim) -> None:
+    # 60 GPUs, each in its own chassis: 121 labels. (More than 64 GPUs never reach the labeller:
+    # the parser refuses such a reply.)
+    sim.cluster.add_capture("hostile", capture_with_gpus(60, chassis=True))
+    sim.cluster.add_node("n1", capture="hostile", labels={"gpuid.io/gpu-0": "kept"})
+    sim.cluster.add_pod("dp-n1", node="n1")
+    async with running_app(sim, NODE_LABELS="true") as run:
+        await eventually(lambda: run.sample("gpuid_node_label_updates_total", result="too_many") == 1)
+        await eventually(lambda: len(run.memory.records) == 60)  # the records are true; labels are capped
+        await asyncio.sleep(0.3)
+        assert sim.cluster.request_counts["patch node"] == 0
+        assert owned(sim, "n1") == {"gpuid.io/gpu-0": "kept"}

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from gpuid.errors import ConfigError
-from gpuid.options import Env
+from gpuid.exporters.postgres.dsn import check_dsn, dsn_secrets
+from gpuid.options import HOUR, Env
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _LOOPBACK = ("localhost", "127.0.0.1", "::1")
@@ -35,6 +35,8 @@ class PostgresSettings:
     user: str = "gpuid"
     password: str = field(default="", repr=False)
     dsn: str = field(default="", repr=False)  # may embed a password
+    dsn_target: str = ""  # where the DSN points, as parsed at start-up: safe to log
+    dsn_secrets: tuple[str, ...] = field(default=(), repr=False)
     sslmode: str | None = None  # None = whatever the DSN (or libpq's default) says
     schema: str = "public"
     readings_table: str = "gpu_readings"
@@ -47,19 +49,16 @@ class PostgresSettings:
     @classmethod
     def from_env(cls, env: Env) -> PostgresSettings:
         dsn = env.str("POSTGRES_DSN")
-        if dsn and urlsplit(dsn).scheme not in ("postgres", "postgresql"):
-            raise ConfigError("POSTGRES_DSN is invalid: it must start with postgresql://")
         host = env.str("POSTGRES_HOST")
         if not dsn and not host:
             raise ConfigError("POSTGRES_HOST (or POSTGRES_DSN) is required by the postgres exporter")
-        port = env.int("POSTGRES_PORT", minimum=1)
-        if port > 65535:
-            raise ConfigError(f"POSTGRES_PORT={port} is invalid: must be <= 65535")
+        port = env.int("POSTGRES_PORT", minimum=1, maximum=65535)
         sslmode = env.str("POSTGRES_SSLMODE").lower() or None
         if sslmode is not None and sslmode not in SSLMODES:
             raise ConfigError(f"POSTGRES_SSLMODE={sslmode!r} is invalid: choose one of {', '.join(SSLMODES)}")
         if sslmode is None and not dsn:
             sslmode = "prefer" if host in _LOOPBACK or host.startswith("/") else "require"
+        checked = check_dsn(dsn, sslmode) if dsn else None
         tables = {
             "POSTGRES_READINGS_TABLE": _identifier(env, "POSTGRES_READINGS_TABLE"),
             "POSTGRES_INVENTORY_TABLE": _identifier(env, "POSTGRES_INVENTORY_TABLE"),
@@ -74,26 +73,26 @@ class PostgresSettings:
             user=env.str("POSTGRES_USER"),
             password=env.str("POSTGRES_PASSWORD"),
             dsn=dsn,
+            dsn_target=checked.target if checked else "",
+            dsn_secrets=checked.secrets if checked else (),
             sslmode=sslmode,
             schema=_identifier(env, "POSTGRES_SCHEMA"),
             readings_table=tables["POSTGRES_READINGS_TABLE"],
             inventory_table=tables["POSTGRES_INVENTORY_TABLE"],
             moves_table=tables["POSTGRES_MOVES_TABLE"],
             auto_migrate=env.bool("POSTGRES_AUTO_MIGRATE"),
-            pool_size=env.int("POSTGRES_POOL_SIZE", minimum=1),
-            timeout=env.duration("POSTGRES_TIMEOUT"),
+            pool_size=env.int("POSTGRES_POOL_SIZE", minimum=1, maximum=100),  # max_connections is 100
+            timeout=env.duration("POSTGRES_TIMEOUT", minimum=0.1, maximum=HOUR),
         )
 
     @property
     def target(self) -> str:
         """Where we connect, safe to log: no password."""
         if self.dsn:
-            parts = urlsplit(self.dsn)
-            where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or ''}"
-            return f"{parts.username or ''}@{where}" if parts.username else where
+            return self.dsn_target or "the host in POSTGRES_DSN"
         return f"{self.user}@{self.host}:{self.port}/{self.database}"
 
     def secrets(self) -> tuple[str, ...]:
         """Strings that must never reach a log line or an error message."""
-        found = [self.password, urlsplit(self.dsn).password or "" if self.dsn else ""]
+        found = [self.password, *(self.dsn_secrets or dsn_secrets(self.dsn))]
         return tuple(s for s in found if s)
