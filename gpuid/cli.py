@@ -1,4 +1,4 @@
-"""Command line: ``gpuid`` (watch and export), ``gpuid demo``; flags mirror environment variables.
+"""Command line: ``gpuid`` (watch and export), ``demo``, ``snapshot``, ``inventory``; flags mirror variables.
 
 Every option is an environment variable first (that is how Kubernetes
 configures containers) and a flag second; a flag wins over the variable. This
@@ -19,6 +19,7 @@ from gpuid.errors import ConfigError
 from gpuid.inventory import add_inventory_parser, run_inventory
 from gpuid.log import configure_logging
 from gpuid.options import OPTIONS
+from gpuid.snapshot import OUTPUTS, run_snapshot
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +30,29 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"gpuid {__version__}")
+    add_option_flags(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("run", help="watch the cluster and export records (the default)")
+    demo = sub.add_parser("demo", help="run the real pipeline against a built-in simulated cluster and exit")
+    demo.add_argument("--nodes", type=int, default=3, help="simulated GPU nodes (default 3)")
+    demo.add_argument("--snapshot", action="store_true", help="run `gpuid snapshot` against it instead")
+    snapshot = sub.add_parser(
+        "snapshot",
+        help="read every GPU of the cluster once, print the inventory and exit",
+        description="List the watched pods, read each ready one once, print one record per GPU "
+        "(JSON lines, or a table on a terminal) and a summary on stderr; exit 1 if any pod failed.",
+    )
+    snapshot.add_argument("--output", "-o", choices=OUTPUTS, help="json, table or csv")
+    snapshot.add_argument("--export", action="store_true", help="also send the records to the exporters")
+    add_option_flags(
+        snapshot, hidden=True
+    )  # `gpuid snapshot --kubeconfig x` as well as `gpuid --kubeconfig x snapshot`
+    add_inventory_parser(sub)
+    return parser
+
+
+def add_option_flags(parser: argparse.ArgumentParser, *, hidden: bool = False) -> None:
+    """One flag per option; ``hidden`` (a subcommand's copy) sets only what is given and is not listed."""
     groups: dict[str, argparse._ArgumentGroup] = {}
     for opt in OPTIONS:
         group = groups.get(opt.group) or groups.setdefault(
@@ -39,14 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
             opt.flag,
             dest=opt.env,
             metavar="VALUE",
-            help=f"{opt.help} [env {opt.env}; {default}]".replace("%", "%%"),
+            default=argparse.SUPPRESS if hidden else None,
+            help=argparse.SUPPRESS if hidden else f"{opt.help} [env {opt.env}; {default}]".replace("%", "%%"),
         )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("run", help="watch the cluster and export records (the default)")
-    demo = sub.add_parser("demo", help="run the real pipeline against a built-in simulated cluster and exit")
-    demo.add_argument("--nodes", type=int, default=3, help="simulated GPU nodes (default 3)")
-    add_inventory_parser(sub)
-    return parser
 
 
 def flag_values(args: argparse.Namespace) -> dict[str, str]:
@@ -71,8 +90,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             values.setdefault("CLUSTER_NAME", "demo")
             settings = load_settings(values)
-            configure_logging(settings.log_level, settings.log_format)
-            return asyncio.run(run_demo(settings, nodes=args.nodes))
+            configure_logging("warning" if args.snapshot else settings.log_level, settings.log_format)
+            return asyncio.run(run_demo(settings, nodes=args.nodes, snapshot=args.snapshot))
+        if args.command == "snapshot":  # records name the cluster only when they are exported
+            values.setdefault("CLUSTER_NAME", "unnamed")
+            settings = load_settings(values)
+            configure_logging("warning", settings.log_format)
+            return asyncio.run(run_snapshot(settings, output=args.output or "", export=args.export))
         settings = load_settings(values)
         configure_logging(settings.log_level, settings.log_format)
         from gpuid.app import App

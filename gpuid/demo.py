@@ -3,7 +3,8 @@
 Starts the simulated API server in-process, points gpuid at it through a
 kubeconfig, exactly as a user would point it at a real cluster, waits until
 every simulated pod is scanned, then shuts down the normal way (flushing the
-exporters) so stdout holds one record per simulated GPU.
+exporters) so stdout holds one record per simulated GPU. ``--snapshot``
+runs ``gpuid snapshot`` against the same simulated cluster instead.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import structlog
 from gpuid.app import App
 from gpuid.config import Settings
 from gpuid.sim import SimApiServer, demo_cluster
+from gpuid.snapshot import run_snapshot
 
 log = structlog.get_logger("gpuid.demo")
 DEMO_DEADLINE = 60.0
@@ -27,11 +29,13 @@ def scans_done(app: App) -> float:
     return app.metrics.registry.get_sample_value("gpuid_scans_total", {"result": "success"}) or 0.0
 
 
-async def run_demo(settings: Settings, *, nodes: int = 3) -> int:
+async def run_demo(settings: Settings, *, nodes: int = 3, snapshot: bool = False) -> int:
     cluster = demo_cluster(nodes)
     async with SimApiServer(cluster) as server:
         with tempfile.TemporaryDirectory(prefix="gpuid-demo-") as tmp:
             kubeconfig = server.write_kubeconfig(Path(tmp) / "kubeconfig")
+            if snapshot:
+                return await run_snapshot(dataclasses.replace(settings, kubeconfig=str(kubeconfig)))
             app = App(dataclasses.replace(settings, kubeconfig=str(kubeconfig), server_port=0))
             task = asyncio.create_task(app.run(), name="gpuid")
             try:

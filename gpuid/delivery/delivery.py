@@ -25,7 +25,7 @@ from gpuid.delivery.spool import Spool
 from gpuid.errors import ExportError, SpoolCorruptError
 from gpuid.exporters import Exporter
 from gpuid.metrics import Metrics
-from gpuid.records import GPUReading
+from gpuid.records import Record
 from gpuid.retry import Backoff
 
 log = structlog.get_logger("gpuid.delivery")
@@ -60,7 +60,7 @@ class Delivery:
         """Each lane's running counts, for the handover checkpoint."""
         return [lane.tally() for lane in self._lanes]
 
-    def submit(self, readings: Sequence[GPUReading]) -> None:
+    def submit(self, readings: Sequence[Record]) -> None:
         """Queue ``readings`` for every exporter; never blocks, never drops silently."""
         if not readings:
             return
@@ -69,7 +69,7 @@ class Delivery:
             self._update_gauges(lane)
             lane.wakeup.set()
 
-    def _accept(self, lane: Lane, readings: list[GPUReading]) -> None:
+    def _accept(self, lane: Lane, readings: list[Record]) -> None:
         room = self._config.queue_size - len(lane.pending)
         if lane.spool is None:
             lane.pending.extend(readings[:room])
@@ -148,7 +148,7 @@ class Delivery:
             else:
                 lane.opened = lane.healthy = True
 
-    async def _next_batch(self, lane: Lane) -> list[GPUReading]:
+    async def _next_batch(self, lane: Lane) -> list[Record]:
         """Wait for a full batch, or for ``flush_interval`` after the first record."""
         loop = asyncio.get_running_loop()
         deadline: float | None = None
@@ -164,7 +164,7 @@ class Delivery:
         lane.batch = list(islice(lane.pending, self._config.batch_size))
         return lane.batch
 
-    async def _deliver(self, lane: Lane, batch: list[GPUReading]) -> None:
+    async def _deliver(self, lane: Lane, batch: list[Record]) -> None:
         """Send ``batch`` until it is acknowledged or fails permanently."""
         backoff = self._backoff()
         while True:

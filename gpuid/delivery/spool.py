@@ -29,7 +29,16 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from gpuid.errors import ConfigError, SpoolCorruptError
-from gpuid.records import FIELD_NAMES, SCHEMA_VERSION, GPUReading, MigDevice
+from gpuid.records import (
+    CHANGE_FIELD_NAMES,
+    FIELD_NAMES,
+    SCHEMA_VERSION,
+    GpuChange,
+    GPUReading,
+    MigDevice,
+    Record,
+    record_json,
+)
 
 _SEGMENT = re.compile(r"^(\d{16})\.jsonl$")
 
@@ -48,8 +57,14 @@ class Segment:
             self.file = None
 
 
-def reading_from_dict(data: dict[str, Any]) -> GPUReading:
-    """Inverse of ``GPUReading.to_dict``; unknown keys (a newer schema) are ignored."""
+def reading_from_dict(data: dict[str, Any]) -> Record:
+    """Inverse of ``record_dict``: a change when ``event`` says so, else a reading; unknown keys ignored."""
+    if data.get("event") == GpuChange.EVENT:
+        change: dict[str, Any] = {name: data.get(name) for name in CHANGE_FIELD_NAMES}
+        for required in ("cluster", "node", "change", "gpu_uuid", "observed_at"):
+            if not isinstance(change[required], str):
+                raise SpoolCorruptError(f"gpu_changed record without {required}")
+        return GpuChange(**change)
     values: dict[str, Any] = {name: data.get(name) for name in FIELD_NAMES}
     for required in ("cluster", "node", "source", "pod_uid", "gpu_uuid", "observed_at"):
         if not isinstance(values[required], str):
@@ -161,11 +176,11 @@ class SpoolLane:
         self._spool.used += len(data)
         self.unloaded_records += 0 if loaded else count
 
-    def append(self, readings: Sequence[GPUReading], *, loaded: bool) -> bool:
+    def append(self, readings: Sequence[Record], *, loaded: bool) -> bool:
         """Append ``readings`` to the log; False (nothing written) when the budget is spent."""
         if loaded and self.waiting:
             raise RuntimeError("spool order: records go to memory only when nothing older waits on disk")
-        data = "".join(r.to_json() + "\n" for r in readings).encode()
+        data = "".join(record_json(r) + "\n" for r in readings).encode()
         if self.bytes + len(data) + 64 > self._spool.max_bytes:
             return False
         self._write(self._active(loaded=loaded), data, len(readings), loaded=loaded)
@@ -174,7 +189,7 @@ class SpoolLane:
     def next_unloaded(self) -> Segment | None:
         return self.waiting[0] if self.waiting else None
 
-    def load_next(self) -> list[GPUReading]:
+    def load_next(self) -> list[Record]:
         """Read the oldest segment not yet in memory; ``SpoolCorruptError`` if it is unreadable."""
         segment = self.waiting[0]
         segment.seal()  # from now on it is in memory: new records go to a new segment

@@ -1,9 +1,10 @@
 """The exporter contract and the registry that picks backends by name.
 
-An exporter takes batches of ``GPUReading`` and delivers them to one backend.
-It raises ``ExportError`` (``transient`` says whether a retry can help) and
-never retries on its own: delivery, batching and retries live in
-``gpuid.delivery`` so every backend behaves the same. Backends are imported
+An exporter takes batches of records (``GPUReading``, and ``GpuChange`` from
+``gpuid.fleet``) and delivers them to one backend. It raises ``ExportError``
+(``transient`` says whether a retry can help) and never retries on its own:
+delivery, batching and retries live in ``gpuid.delivery`` so every backend
+behaves the same. Backends are imported
 lazily, so a heavy client library is loaded only when its backend is chosen.
 """
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from gpuid.errors import ConfigError
-from gpuid.records import GPUReading
+from gpuid.records import Record
 
 if TYPE_CHECKING:
     from gpuid.exporters.http import HttpSettings
@@ -43,7 +44,7 @@ class Exporter(Protocol):
     async def open(self) -> None:
         """Connect; may raise a transient ``ExportError`` when the backend is down."""
 
-    async def export(self, batch: Sequence[GPUReading]) -> None:
+    async def export(self, batch: Sequence[Record]) -> None:
         """Deliver ``batch`` or raise ``ExportError``; must be safe to retry."""
 
     async def health(self) -> bool:

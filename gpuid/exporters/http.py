@@ -3,7 +3,8 @@
 For inventories that already have an ingestion API (a CMDB, a webhook, a
 queue gateway). The body is ``[record, ...]`` with every field; the
 ``Idempotency-Key`` header is a digest of the body, so a receiver can drop a
-batch it has already taken when delivery retries it. 408/429/5xx and network
+batch it has already taken when delivery retries it. A ``gpu_changed`` record
+carries ``"event": "gpu_changed"``; readings are sent as they always were. 408/429/5xx and network
 trouble are transient; any other 4xx (a bad token, a wrong URL) is permanent.
 The bearer token is sent in a header and never appears in a message.
 """
@@ -22,7 +23,7 @@ from gpuid import __version__
 from gpuid.errors import ConfigError, ExportError
 from gpuid.exporters import ExporterSettings
 from gpuid.options import Env
-from gpuid.records import SCHEMA_VERSION, GPUReading
+from gpuid.records import SCHEMA_VERSION, Record, record_dict
 
 _HINTS = {401: "check HTTP_AUTH_TOKEN", 403: "check HTTP_AUTH_TOKEN", 404: "check HTTP_ENDPOINT"}
 
@@ -73,10 +74,10 @@ class HttpExporter:
         token = self.config.auth_token
         return text.replace(token, "***") if token else text
 
-    async def export(self, batch: Sequence[GPUReading]) -> None:
+    async def export(self, batch: Sequence[Record]) -> None:
         if self._session is None:
             raise ExportError("http: not connected", transient=True)
-        body = json.dumps([r.to_dict() for r in batch], separators=(",", ":")).encode()
+        body = json.dumps([record_dict(r) for r in batch], separators=(",", ":")).encode()
         headers = {
             "Content-Type": "application/json",
             "Idempotency-Key": hashlib.sha256(body).hexdigest(),
