@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             configure_logging("warning" if args.snapshot else settings.log_level, settings.log_format)
             return asyncio.run(run_demo(settings, nodes=args.nodes, snapshot=args.snapshot))
         if args.command == "snapshot":  # records name the cluster only when they are exported
-            values.setdefault("CLUSTER_NAME", "unnamed")
+            values["CLUSTER_NAME"] = values.get("CLUSTER_NAME") or "unnamed"
             settings = load_settings(values)
             configure_logging("warning", settings.log_format)
             return asyncio.run(run_snapshot(settings, output=args.output or "", export=args.export))

@@ -90,7 +90,10 @@ class StateWriter:
         while True:
             node = await self._queue.get()
             while jobs := self._jobs.get(node):
-                await self._process(jobs[0])
+                try:
+                    await self._process(jobs[0])
+                except Exception:  # a bug here must cost this write, not the process
+                    log.exception("GPU state write failed unexpectedly", node=node)
                 if self._jobs.get(node) is jobs:  # not cleared meanwhile
                     jobs.popleft()
                     self._count -= 1
@@ -107,7 +110,7 @@ class StateWriter:
             if await self._retrying("event", job.node, claiming, default=True):
                 job.report(change)
             else:
-                log.info("GPU change already reported", node=job.node, event=name, change=change.kind)
+                log.info("GPU change already reported", node=job.node, event_name=name, change=change.kind)
         if fits(job.new):
             storing = functools.partial(self._store, job.node, job.new)
             held = await self._retrying("annotation", job.node, storing, default=None)
