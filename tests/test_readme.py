@@ -1,4 +1,4 @@
-"""The README is the user's manual: its settings, metrics, fields and jq recipes must stay true."""
+"""The README and docs/ are the user's manual: their settings, metrics, fields and jq recipes must stay true."""
 
 from __future__ import annotations
 
@@ -13,14 +13,16 @@ from pathlib import Path
 
 from gpuid.metrics import Metrics
 from gpuid.options import OPTIONS
-from gpuid.records import FIELD_NAMES
+from gpuid.records import CHANGE_FIELD_NAMES, FIELD_NAMES
 from tests.support.app import GB200, H100, Sim, add_gpu_node
 
-README = (Path(__file__).parent.parent / "README.md").read_text()
+ROOT = Path(__file__).parent.parent
+README = (ROOT / "README.md").read_text()
+MANUAL = "\n".join([README, *(p.read_text() for p in sorted((ROOT / "docs").glob("*.md")))])
 
 
 def test_every_setting_is_documented() -> None:
-    missing = [o.env for o in OPTIONS if f"`{o.env}`" not in README]
+    missing = [o.env for o in OPTIONS if f"`{o.env}`" not in MANUAL]
     assert missing == []
 
 
@@ -28,7 +30,7 @@ def test_documented_defaults_are_the_real_ones() -> None:
     """The first table row of each variable shows its default: `value`, or words when it has none."""
     defaults = {o.env: o.default for o in OPTIONS}
     seen: dict[str, str] = {}
-    for env, cell in re.findall(r"^\| `([A-Z0-9_]+)` \| ([^|]*) \|", README, flags=re.M):
+    for env, cell in re.findall(r"^\| `([A-Z0-9_]+)` \| ([^|]*) \|", MANUAL, flags=re.M):
         if env in defaults and env not in seen:
             seen[env] = cell.strip()
     for env, cell in seen.items():
@@ -44,7 +46,7 @@ def test_every_metric_is_documented() -> None:
     for family in Metrics().registry.collect():
         suffix = {"counter": "_total", "info": "_info"}.get(family.type, "")
         names.add(family.name + suffix)
-    missing = sorted(n for n in names if f"`{n}`" not in README)
+    missing = sorted(n for n in names if f"`{n}`" not in MANUAL)
     assert missing == []
 
 
@@ -52,6 +54,12 @@ def test_every_record_field_is_documented_in_order() -> None:
     table = README.split("## The record", 1)[1].split("Serial-like values", 1)[0]
     documented = re.findall(r"^\| `(\w+)` \|", table, flags=re.M)
     assert documented == list(FIELD_NAMES)
+
+
+def test_every_gpu_changed_field_is_documented_in_order() -> None:
+    table = (ROOT / "docs" / "fleet.md").read_text().split("### The `gpu_changed` record", 1)[1].split("\n\n#", 1)[0]
+    documented = re.findall(r"^\| `(\w+)` \|", table, flags=re.M)
+    assert documented == ["event", *CHANGE_FIELD_NAMES]
 
 
 def jq_recipes() -> list[list[str]]:
