@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import functools
 import secrets
-from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import structlog
 
@@ -32,13 +31,13 @@ from gpuid.delivery.delivery import Delivery
 from gpuid.fleet.expected import expected_gpus
 from gpuid.fleet.settings import FleetSettings
 from gpuid.fleet.state import ANNOTATION, Change, NodeGpus, Slot, decode, diff, slots_of
+from gpuid.fleet.whereabouts import Whereabouts
 from gpuid.fleet.writer import Job, StateWriter
 from gpuid.kube.objects import NodeInfo, PodInfo
 from gpuid.metrics import MAX_FLEET_NODES, Metrics, NodeSeries
 from gpuid.records import GpuChange, GPUReading, utc_now
 
 log = structlog.get_logger("gpuid.fleet")
-MAX_DEPARTED = 10_000  # GPUs remembered after leaving a node, so their arrival elsewhere is a move
 
 
 class FleetTracker:
@@ -61,7 +60,7 @@ class FleetTracker:
         self._writer = writer  # GPU_CHANGE_EVENTS: Events and the node annotation
         self._known: dict[str, NodeGpus] = {}  # node -> its GPUs as recorded this term
         self._persisted: dict[str, NodeGpus] = {}  # node -> its annotation, from the node watch
-        self._departed: OrderedDict[str, str] = OrderedDict()  # uuid or serial -> the node it left
+        self._where = Whereabouts()  # where each GPU was last recorded: moves
         self._series_pod: dict[str, str] = {}  # node -> uid of the pod whose scan the series show
         self._full = False
 
@@ -74,9 +73,11 @@ class FleetTracker:
         self._reset()
 
     def _reset(self) -> None:
-        self._known.clear()
+        forgotten, self._known = self._known, {}
+        for node in forgotten:
+            self._reindex(node)
         self._series_pod.clear()
-        self._series.nodes.clear()
+        self._series.clear()
         if self._writer is not None:
             self._writer.clear()
 
@@ -86,8 +87,9 @@ class FleetTracker:
             self._nodes.pop(node.name, None)
             self._persisted.pop(node.name, None)
             gone = self._known.pop(node.name, None)
+            self._reindex(node.name)
             if gone is not None:
-                self._depart(node.name, gone.gpus)
+                self._where.departed(node.name, gone.gpus)
             self._drop_series(node.name)
             return
         self._nodes[node.name] = node
@@ -100,6 +102,7 @@ class FleetTracker:
             self._persisted.pop(node, None)
         else:
             self._persisted[node] = state
+        self._reindex(node)
 
     def on_pod_event(self, kind: str, pod: PodInfo, inherited: bool) -> None:
         """Pod watch: a deleted pod takes its node's series along; an inherited one shows what is known."""
@@ -117,7 +120,7 @@ class FleetTracker:
                 self._series_pod[pod.node] = pod.uid
 
     def _drop_series(self, node: str) -> None:
-        self._series.nodes.pop(node, None)
+        self._series.drop(node)
         self._series_pod.pop(node, None)
 
     # -- each scan ------------------------------------------------------------------------------
@@ -133,13 +136,14 @@ class FleetTracker:
         if node not in self._known and len(self._known) >= MAX_FLEET_NODES:
             self._log_full(node)
             return
-        changes = diff(prev, now, functools.partial(self._located, node)) if prev is not None else []
+        changes = diff(prev, now, functools.partial(self._where.located, node)) if prev is not None else []
         new = NodeGpus(prev.seq + 1 if prev is not None else 1, now)
         self._known[node] = new
+        self._reindex(node)
         for change in changes:
-            self._arrive(change.new)
+            self._where.arrived(change.new)
             if change.old is not None:
-                self._depart(node, [change.old])
+                self._where.departed(node, [change.old])
         report = functools.partial(self._report, node, self._machine(node), utc_now())
         if self._writer is None:
             for change in changes:
@@ -185,40 +189,8 @@ class FleetTracker:
             log.error("too many nodes to track; new ones get no fleet series or change detection", node=node)
 
     # -- where GPUs were ------------------------------------------------------------------------
-    def _located(self, node: str, gpu: Slot) -> str | None:
-        """The other node ``gpu`` (its UUID, or its board serial) was last recorded on, if any."""
-
-        def holds(state: NodeGpus) -> bool:
-            return any(
-                g.uuid == gpu.uuid or (gpu.serial is not None and g.serial == gpu.serial) for g in state.gpus
-            )
-
-        for other, state in self._known.items():
-            if other != node and holds(state):
-                return other
-        for other, state in self._persisted.items():
-            if other != node and other not in self._known and holds(state):
-                return other
-        for key in (gpu.uuid, gpu.serial):
-            left = self._departed.get(key) if key else None
-            if left is not None and left != node:
-                return left
-        return None
-
-    def _depart(self, node: str, gpus: Iterable[Slot]) -> None:
-        for gpu in gpus:
-            for key in (gpu.uuid, gpu.serial):
-                if key:
-                    self._departed[key] = node
-                    self._departed.move_to_end(key)
-        while len(self._departed) > MAX_DEPARTED:
-            self._departed.popitem(last=False)
-
-    def _arrive(self, gpu: Slot | None) -> None:
-        if gpu is not None:
-            self._departed.pop(gpu.uuid, None)
-            if gpu.serial:
-                self._departed.pop(gpu.serial, None)
+    def _reindex(self, node: str) -> None:
+        self._where.record(node, self._known.get(node) or self._persisted.get(node))
 
     # -- reporting ------------------------------------------------------------------------------
     def _report(self, node: str, machine: str | None, at: str, change: Change) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,7 +28,7 @@ from gpuid.sim import SimCluster, bundled_capture
 from tests.support.records import capture_path, reading
 
 from .conftest import RULES, sample
-from .manifests import DEPLOYMENT, ROOT
+from .manifests import DEPLOYMENT, ROOT, tool
 from .stack import Prometheus, SimThread, free_port, http_get, start_gpuid, wait_until
 from .standins import MetricsEndpoint, dcgm_text, ksm_text
 
@@ -151,6 +152,19 @@ def test_the_join_keeps_a_gb200_chassis_serial(fleet: Fleet) -> None:
         f"{JOIN.replace('DCGM_FI_DEV_XID_ERRORS', 'DCGM_FI_DEV_ECC_DBE_VOL_TOTAL')} > 0"
     )
     assert (gb200["metric"]["Hostname"], gb200["metric"]["chassis_serial"]) == ("gb200-a", "1821225190819")
+
+
+def test_promtool_finds_nothing_but_dcgm_exporters_label_names(fleet: Fleet) -> None:
+    proc = subprocess.run(
+        [tool("promtool"), "check", "metrics"],
+        input=fleet.metrics,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    # UUID, Hostname, modelName: camelCase on purpose, spelled as dcgm-exporter spells them.
+    problems = (proc.stdout + proc.stderr).strip().splitlines()
+    assert set(problems) == {"gpuid_gpu_info label names should be written in 'snake_case' not 'camelCase'"}
 
 
 def test_missing_gpus_show_in_the_gauges(fleet: Fleet) -> None:

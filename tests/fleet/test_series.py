@@ -139,7 +139,8 @@ async def test_a_replica_that_loses_the_lease_drops_every_series(sim: Sim) -> No
         await eventually(lambda: len(samples(run, "gpuid_gpu_info")) == 8)
         sim.cluster.fail_requests(10_000, 503, path_contains="/leases/")  # it cannot renew
         await eventually(lambda: run.sample("gpuid_leader") == 0, what="the lease to be lost")
-        assert samples(run, "gpuid_gpu_info") == []
+        await eventually(lambda: samples(run, "gpuid_gpu_info") == [], what="the term to end")
         assert samples(run, "gpuid_node_gpus") == []
+        assert "gpuid_gpu_info{" not in run.app.metrics.render().decode()
         sim.cluster.clear_failures()
         await eventually(lambda: run.sample("gpuid_leader") == 1, what="the lease again")
