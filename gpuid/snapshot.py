@@ -154,7 +154,7 @@ def render(readings: Sequence[GPUReading], output: str, out: TextIO) -> None:
     out.flush()
 
 
-def summary(result: Result) -> str:
+def summary(result: Result, where: str) -> str:
     nodes = len({r.node for r in result.readings})
     reasons = Counter(reason for _, reason, _ in result.failures)
     failed = ", ".join(f"{reason}: {n}" for reason, n in sorted(reasons.items())) or "none"
@@ -164,6 +164,8 @@ def summary(result: Result) -> str:
         for pod, reason, error in result.failures
     ]
     lines += [f"  not ready, not scanned: {pod.source} on node {pod.node}" for pod in result.not_ready]
+    if not result.pods and not result.not_ready:
+        lines.append(f"  no pod matches {where}: check NAMESPACE and LABEL_SELECTOR (or SCAN_SOURCE)")
     return "\n".join(lines) + "\n"
 
 
@@ -204,5 +206,6 @@ async def run_snapshot(
     render(result.readings, output, out)
     if export:
         await _export(settings, result.readings, metrics)
-    err.write(summary(result))
+    watch = settings.drivers.scanned_pods(settings.watch)
+    err.write(summary(result, f"namespace {watch.namespace}, selector {watch.label_selector!r}"))
     return 1 if result.failures else 0

@@ -81,6 +81,17 @@ async def test_a_failing_pod_is_named_and_makes_the_exit_code_1(sim: Sim) -> Non
     assert lines[3] == "  not ready, not scanned: gpu-operator/dp-starting on node starting"
 
 
+async def test_a_selector_that_matches_nothing_says_so(sim: Sim) -> None:
+    cluster(sim)
+    code, out, err = await snapshot(sim, LABEL_SELECTOR="app=nothing-here")
+    assert (code, out) == (0, "")
+    assert err.splitlines() == [
+        "0 nodes, 0 GPUs from 0 ready pods; failed: none",
+        "  no pod matches namespace gpu-operator, selector 'app=nothing-here': check NAMESPACE and"
+        " LABEL_SELECTOR (or SCAN_SOURCE)",
+    ]
+
+
 async def test_a_table_on_a_terminal_with_progress_and_csv_on_request(sim: Sim) -> None:
     add_gpu_node(sim, "h100", H100)
     err = Terminal()

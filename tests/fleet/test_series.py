@@ -61,6 +61,9 @@ async def test_gpu_info_has_dcgm_exporter_labels_and_gpuid_identity(sim: Sim) ->
         sim.cluster.delete_pod("dp-n1")  # the pod goes away: its node's series go with it
         await eventually(lambda: {s.labels["node"] for s in samples(run, "gpuid_gpu_info")} == {"n2"})
         assert per_node(run, "gpuid_node_gpus") == {"n2": 4}
+        sim.cluster.delete_node("n2")  # the node goes away (its pod may linger): so do its series
+        await eventually(lambda: samples(run, "gpuid_gpu_info") == [])
+        assert per_node(run, "gpuid_node_gpus") == {}
 
 
 async def test_per_gpu_and_per_node_series_are_opt_in(sim: Sim) -> None:
@@ -144,3 +147,46 @@ async def test_a_replica_that_loses_the_lease_drops_every_series(sim: Sim) -> No
         assert "gpuid_gpu_info{" not in run.app.metrics.render().decode()
         sim.cluster.clear_failures()
         await eventually(lambda: run.sample("gpuid_leader") == 1, what="the lease again")
+
+
+async def test_a_new_leader_shows_the_gpus_its_predecessor_recorded_until_it_scans_them(sim: Sim) -> None:
+    add_gpu_node(sim, "n1", H100)
+    add_gpu_node(sim, "n2", GB200)
+    env = {
+        **FLEET,
+        "GPU_CHANGE_EVENTS": "true",
+        "LEADER_ELECTION": "true",
+        "LEASE_NAMESPACE": "gpuid",
+        "LEASE_DURATION": "20s",
+        "LEASE_RENEW_DEADLINE": "5s",
+        "LEASE_RETRY_PERIOD": "0.2s",
+    }
+    async with running_app(sim, POD_NAME="a", **env) as a:
+        await eventually(lambda: len(samples(a, "gpuid_gpu_info")) == 12, what="a reads both nodes")
+        await eventually(
+            lambda: all(
+                "gpuid.io/gpus" in sim.cluster.node(n)["metadata"].get("annotations", {})
+                for n in ("n1", "n2")
+            )
+        )
+        async with running_app(sim, POD_NAME="b", **env) as b:
+            a.app.stop()
+            assert await a.task == 0
+            await eventually(lambda: len(samples(b, "gpuid_gpu_info")) == 12, what="b shows what a recorded")
+            assert sim.cluster.request_counts["exec"] == 2  # b trusted a's checkpoint: no node read twice
+            seeded = {s.labels["UUID"]: s.labels for s in samples(b, "gpuid_gpu_info")}
+            first = seeded[H100_UUIDS[0]]
+            assert (first["Hostname"], first["serial"], first["pci_bus_id"], first["modelName"]) == (
+                "n1",
+                "1652923034028",
+                "00000000:04:00.0",
+                "",  # not in the annotation: known once b scans n1 itself
+            )
+            sim.cluster.restart_container("dp-n1")
+            await eventually(
+                lambda: (
+                    {s.labels["modelName"] for s in samples(b, "gpuid_gpu_info") if s.labels["node"] == "n1"}
+                    == {"NVIDIA H100 80GB HBM3"}
+                )
+            )
+            assert b.memory.changes == []
