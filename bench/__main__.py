@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["bench.parse", "bench.bugreport", "bench.fleet"]
+BENCHMARKS = ["bench.parse", "bench.bugreport", "bench.signals", "bench.fleet"]
 
 
 def main() -> int:

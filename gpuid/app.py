@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import structlog
+from kubernetes_asyncio import client
 
 from gpuid import __version__
 from gpuid.bugreport.api import ApiPoller
@@ -28,16 +29,21 @@ from gpuid.config import Settings
 from gpuid.delivery.delivery import Delivery
 from gpuid.errors import GpuidError
 from gpuid.exporters import Exporter, build_exporters
+from gpuid.fleet.state import ANNOTATION as GPU_STATE_ANNOTATION
+from gpuid.fleet.tracker import FleetTracker
+from gpuid.fleet.writer import StateWriter
 from gpuid.health import HealthServer
 from gpuid.kube.client import KubeClients, connect
 from gpuid.kube.informer import Informer
 from gpuid.kube.nodes import NodeDirectory, NodeListener
+from gpuid.kube.objects import PodInfo
 from gpuid.labels.writer import NodeLabeller
 from gpuid.leader.elector import LeaderElector
 from gpuid.leader.lease import lease_api
 from gpuid.log import log_errors
 from gpuid.metrics import Metrics
-from gpuid.scan.scanner import Scanner
+from gpuid.records import GPUReading
+from gpuid.scan.scanner import OnScanned, Scanner
 from gpuid.scan.session import ScanSession, ScanSetup
 from gpuid.scan.source import DriverPods, IdentitySource
 
@@ -60,6 +66,7 @@ class App:
         self.session: ScanSession | None = None
         self.pods: Informer | None = None
         self.scanner: Scanner | None = None
+        self.fleet: FleetTracker | None = None
 
     def stop(self) -> None:
         self._stop.set()
@@ -143,12 +150,23 @@ class App:
             if s.bug_reports.api is not None:
                 poller = ApiPoller(s.bug_reports.api, self.reporter, s.watch.node_name, self.metrics)
                 tasks.append(("bug-report-api", poller.run))
+        writer = None
+        if s.fleet.change_events:
+            writer = StateWriter(
+                clients.core, client.EventsV1Api(clients.rest), self.metrics, s.fleet.instance
+            )
+            tasks.append(("gpu-state-writer", writer.run))
+        self.fleet = FleetTracker(
+            s.fleet, cluster=s.cluster_name, delivery=self.delivery, metrics=self.metrics, writer=writer
+        )
+        listeners.append(self.fleet.on_node_event)
+        annotations = BUG_REPORT_ANNOTATIONS if self.reporter is not None else ()
         nodes = NodeDirectory(
             clients.core.list_node,
             self.metrics,
             node_name=s.watch.node_name,
             label_prefix=s.labels.prefix if s.labels.enabled else "",
-            annotation_keys=BUG_REPORT_ANNOTATIONS if self.reporter is not None else (),
+            annotation_keys=(*annotations, *((GPU_STATE_ANNOTATION,) if writer is not None else ())),
             listeners=listeners,
         )
         tasks.append(("watch-nodes", nodes.run))
@@ -168,8 +186,9 @@ class App:
             nodes=nodes,
             delivery=self.delivery,
             metrics=self.metrics,
-            on_scanned=labeller.on_scanned if labeller is not None else None,
+            on_scanned=_each(self.fleet.on_scanned, labeller.on_scanned if labeller is not None else None),
             on_failure=self.reporter.on_scan_failure if self.reporter and s.bug_reports.on_failure else None,
+            on_pod_event=self.fleet.on_pod_event,
         )
         return setup, tasks
 
@@ -195,6 +214,8 @@ class App:
     def _new_session(
         self, setup: ScanSetup, inherited: dict[str, str], in_term: Callable[[], bool] | None = None
     ) -> ScanSession:
+        if self.fleet is not None:
+            self.fleet.start_term()
         session = ScanSession(setup, inherited=inherited, in_term=in_term)
         self.session, self.pods, self.scanner = session, session.pods, session.scanner
         return session
@@ -229,6 +250,8 @@ class App:
                 if held.done():  # lost the Lease: stop scanning now, before it can expire
                     session.scanner.close()  # no retry timer outlives the term; its gauges go to 0
                     self.session = None  # its checkpoint is not written under another term
+                    if self.fleet is not None:
+                        self.fleet.end_term()  # a follower exports no GPU series
                 for task in (running, held, stopping):
                     task.cancel()
 
@@ -247,3 +270,14 @@ class App:
     def _checkpoint(self) -> dict[str, str] | None:
         """The scan checkpoint the Lease carries for a successor (see ``gpuid.scan.handover``)."""
         return self.session.progress.annotations() if self.session is not None else None
+
+
+def _each(*callbacks: OnScanned | None) -> OnScanned:
+    """One scan callback that calls each of ``callbacks`` in turn."""
+    chosen = [c for c in callbacks if c is not None]
+
+    def scanned(pod: PodInfo, readings: Sequence[GPUReading]) -> None:
+        for callback in chosen:
+            callback(pod, readings)
+
+    return scanned

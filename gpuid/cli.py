@@ -1,4 +1,4 @@
-"""Command line: ``gpuid`` (watch and export), ``gpuid demo``; flags mirror environment variables.
+"""Command line: ``gpuid`` (watch and export), ``demo``, ``snapshot``, ``inventory``; flags mirror variables.
 
 Every option is an environment variable first (that is how Kubernetes
 configures containers) and a flag second; a flag wins over the variable. This
@@ -33,6 +33,7 @@ from gpuid.log import (
     loop_exception_handler,
 )
 from gpuid.options import OPTIONS, parse_int
+from gpuid.snapshot import OUTPUTS, run_snapshot
 
 log = structlog.get_logger("gpuid")
 
@@ -93,6 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", parents=[options], help="run the real pipeline against a built-in simulated cluster and exit"
     )
     demo.add_argument("--nodes", type=_demo_nodes, default=3, help="simulated GPU nodes (1-100, default 3)")
+    demo.add_argument("--snapshot", action="store_true", help="run `gpuid snapshot` against it instead")
+    snapshot = sub.add_parser(
+        "snapshot",
+        parents=[options],
+        help="read every GPU of the cluster once, print the inventory and exit",
+        description="List the watched pods, read each ready one once, print one record per GPU "
+        "(JSON lines, or a table on a terminal) and a summary on stderr; exit 1 if any pod failed.",
+    )
+    snapshot.add_argument("--output", "-o", choices=OUTPUTS, help="json, table or csv")
+    snapshot.add_argument("--export", action="store_true", help="also send the records to the exporters")
     add_inventory_parser(sub, parents=[options])
     return parser
 
@@ -143,8 +154,13 @@ def _run(args: argparse.Namespace, values: dict[str, str]) -> int:
 
         values.setdefault("CLUSTER_NAME", "demo")
         settings = load_settings(values)
-        configure_logging(settings.log_level, settings.log_format)
-        return run_loop(run_demo(settings, nodes=args.nodes))
+        configure_logging("warning" if args.snapshot else settings.log_level, settings.log_format)
+        return run_loop(run_demo(settings, nodes=args.nodes, snapshot=args.snapshot))
+    if args.command == "snapshot":  # records name the cluster only when they are exported
+        values["CLUSTER_NAME"] = values.get("CLUSTER_NAME") or "unnamed"
+        settings = load_settings(values)
+        configure_logging("warning", settings.log_format)
+        return run_loop(run_snapshot(settings, output=args.output or "", export=args.export))
     settings = load_settings(values)
     configure_logging(settings.log_level, settings.log_format)
     from gpuid.app import App

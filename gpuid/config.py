@@ -21,6 +21,7 @@ from gpuid.exporters import REGISTRY, ExporterSettings, check_names
 from gpuid.exporters.http import HttpSettings
 from gpuid.exporters.postgres.settings import PostgresSettings
 from gpuid.exporters.s3client import S3Settings
+from gpuid.fleet.settings import FleetSettings
 from gpuid.labels.scheme import LabelSettings
 from gpuid.leader.lease import LeaderSettings
 from gpuid.options import HOUR, Env
@@ -42,6 +43,7 @@ class Settings:
     bug_reports: BugReportSettings = field(default_factory=BugReportSettings)
     leader: LeaderSettings = field(default_factory=LeaderSettings)
     labels: LabelSettings = field(default_factory=LabelSettings)
+    fleet: FleetSettings = field(default_factory=FleetSettings)
     shutdown_grace: float = 20.0  # fits Kubernetes' default terminationGracePeriodSeconds (30 s)
     log_level: str = "info"
     log_format: str = "auto"  # console on a TTY, JSON lines otherwise
@@ -82,6 +84,7 @@ def load_settings(values: Mapping[str, str]) -> Settings:
     names = exporter_names(env)
     bug_reports = BugReportSettings.from_env(env, watch.node_name)
     s3 = S3Settings.from_env(env) if "s3" in names else None
+    leader = LeaderSettings.from_env(env, watch.node_name)
     return Settings(
         cluster_name=cluster,
         watch=watch,
@@ -96,8 +99,9 @@ def load_settings(values: Mapping[str, str]) -> Settings:
             http=HttpSettings.from_env(env) if "http" in names else None,
         ),
         bug_reports=bug_reports,
-        leader=LeaderSettings.from_env(env, watch.node_name),
+        leader=leader,
         labels=LabelSettings.from_env(env),
+        fleet=FleetSettings.from_env(env, leader.identity),
         shutdown_grace=env.duration("SHUTDOWN_GRACE", minimum=0.1, maximum=HOUR),
         log_level=env.choice("LOG_LEVEL", LOG_LEVELS),
         log_format=env.choice("LOG_FORMAT", LOG_FORMATS),

@@ -5,7 +5,8 @@ kubeconfig, exactly as a user would point it at a real cluster, waits until
 every simulated pod is scanned, then shuts down the normal way (flushing the
 exporters) so stdout holds one record per simulated GPU. The exit code says
 whether that happened: 0 only when every pod was scanned and every exporter
-delivered every GPU's record.
+delivered every GPU's record. ``--snapshot`` runs ``gpuid snapshot`` against
+the same simulated cluster instead.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import structlog
 from gpuid.app import App
 from gpuid.config import Settings
 from gpuid.sim import SimApiServer, demo_cluster
+from gpuid.snapshot import run_snapshot
 
 log = structlog.get_logger("gpuid.demo")
 DEMO_DEADLINE = 60.0
@@ -38,11 +40,13 @@ def undelivered(app: App, gpus: int) -> dict[str, int]:
     return {name: n for name, n in delivered.items() if n != gpus}
 
 
-async def run_demo(settings: Settings, *, nodes: int = 3) -> int:
+async def run_demo(settings: Settings, *, nodes: int = 3, snapshot: bool = False) -> int:
     cluster = demo_cluster(nodes)
     async with SimApiServer(cluster) as server:
         with tempfile.TemporaryDirectory(prefix="gpuid-demo-") as tmp:
             kubeconfig = server.write_kubeconfig(Path(tmp) / "kubeconfig")
+            if snapshot:
+                return await run_snapshot(dataclasses.replace(settings, kubeconfig=str(kubeconfig)))
             app = App(dataclasses.replace(settings, kubeconfig=str(kubeconfig), server_port=0))
             task = asyncio.create_task(app.run(), name="gpuid")
             try:

@@ -119,6 +119,11 @@ OPTIONS: list[Option] = [
     Option('POD_NAME', '', 'Identity of this replica in the Lease (downward API); empty = the hostname.', 'scale'),
     Option('NODE_LABELS', 'false', 'Label each scanned node with its chassis and GPU serials (needs patch on nodes).', 'scale'),
     Option('LABEL_PREFIX', 'gpuid.io', 'Prefix of the node labels; gpuid.github.com matches the Go gpuid.', 'scale'),
+    # --- fleet signals ---
+    Option('GPU_INFO_METRIC', 'false', 'Export gpuid_gpu_info, one series per GPU whose labels join with dcgm-exporter (UUID, Hostname, pci_bus_id, modelName) and add serial, chassis_serial, module_id, machine.', 'fleet'),
+    Option('NODE_GPU_METRICS', 'false', 'Export gpuid_node_gpus and gpuid_node_gpu_capacity, two series per scanned node.', 'fleet'),
+    Option('GPU_CHANGE_EVENTS', 'false', "Keep each node's GPUs in its gpuid.io/gpus annotation and post a Kubernetes Event on the Node for each change (needs patch on nodes, create and get on events in default).", 'fleet'),
+    Option('EXPECTED_GPUS', 'auto', 'GPUs a node should answer with: auto (nvidia.com/gpu.count, else nvidia.com/gpu capacity / nvidia.com/gpu.replicas), label, capacity, or off; MIG nodes are never checked.', 'fleet'),
 ]
 # fmt: on
 

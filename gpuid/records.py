@@ -1,8 +1,11 @@
-"""The GPU record: the one contract between parsing and every exporter.
+"""The records: the one contract between scanning and every exporter.
 
 ``GpuFacts`` is what ``nvidia-smi`` says about one GPU; ``GPUReading`` adds
-where and when it was seen. Field names and order are the documented schema
-(docs/records.md); exporters serialise with ``to_dict``/``to_json``.
+where and when it was seen. ``GpuChange`` says that a node's set of GPUs
+changed (``gpuid.fleet``). Field names and order are the documented schema
+(docs/records.md, docs/fleet.md); exporters serialise with
+``to_dict``/``to_json``, and ``record_json``/``record_dict`` tag a change with
+its ``event`` so a reader of a mixed stream can tell the two apart.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 SCHEMA_VERSION = 1
 
@@ -106,6 +109,8 @@ class SmiListing:
 class GPUReading:
     """One GPU seen in one pod at one moment: the exported record."""
 
+    EVENT: ClassVar[str] = "gpu_reading"
+
     cluster: str
     node: str
     machine: str | None
@@ -138,6 +143,51 @@ class GPUReading:
 
 FIELDS = dataclasses.fields(GPUReading)
 FIELD_NAMES = tuple(f.name for f in FIELDS)
+CHANGES = ("added", "removed", "replaced", "moved")
+
+
+@dataclass(frozen=True, slots=True)
+class GpuChange:
+    """A node's set of GPUs changed since it was last recorded: one GPU added, removed, replaced or moved."""
+
+    EVENT: ClassVar[str] = "gpu_changed"
+
+    cluster: str
+    node: str
+    machine: str | None
+    change: str  # one of CHANGES
+    gpu_uuid: str  # the GPU now in the node; the one that left for "removed"
+    old_uuid: str | None  # the GPU it took the place of ("replaced", a "moved" into a used slot)
+    old_serial: str | None
+    new_serial: str | None
+    pci_bus_id: str | None  # the slot, when known
+    from_node: str | None  # "moved": the node it was last recorded on
+    observed_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in CHANGE_FIELDS}
+
+    def to_json(self, **extra: Any) -> str:
+        return json.dumps({**extra, **self.to_dict()}, separators=(",", ":"))
+
+
+CHANGE_FIELDS = dataclasses.fields(GpuChange)
+CHANGE_FIELD_NAMES = tuple(f.name for f in CHANGE_FIELDS)
+Record = GPUReading | GpuChange  # what delivery carries to every exporter
+
+
+def record_dict(record: Record) -> dict[str, Any]:
+    """A reading's fields as always; a change's with ``"event": "gpu_changed"`` first."""
+    if isinstance(record, GpuChange):
+        return {"event": GpuChange.EVENT, **record.to_dict()}
+    return record.to_dict()
+
+
+def record_json(record: Record) -> str:
+    """``record_dict`` as one compact JSON line (no newline)."""
+    if isinstance(record, GpuChange):
+        return record.to_json(event=GpuChange.EVENT)
+    return record.to_json()
 
 
 def utc_now(timespec: str = "milliseconds") -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gpuid.metrics import Metrics
 from gpuid.options import OPTIONS
-from gpuid.records import FIELD_NAMES
+from gpuid.records import CHANGE_FIELD_NAMES, FIELD_NAMES
 from tests.support.app import GB200, H100, Sim, add_gpu_node
 
 ROOT = Path(__file__).parent.parent
@@ -74,6 +74,13 @@ def test_every_record_field_is_documented_in_order() -> None:
     table = RECORDS.split("Serial-like values", 1)[0]
     documented = re.findall(r"^\| `(\w+)` \|", table, flags=re.M)
     assert documented == list(FIELD_NAMES)
+
+
+def test_every_gpu_changed_field_is_documented_in_order() -> None:
+    fleet = (ROOT / "docs" / "fleet.md").read_text()
+    table = fleet.split("### The `gpu_changed` record", 1)[1].split("\n\n#", 1)[0]
+    documented = re.findall(r"^\| `(\w+)` \|", table, flags=re.M)
+    assert documented == ["event", *CHANGE_FIELD_NAMES]
 
 
 async def test_jq_recipes_work_on_real_gpuid_output(sim: Sim) -> None:

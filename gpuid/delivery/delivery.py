@@ -26,7 +26,7 @@ from gpuid.delivery.settings import DeliverySettings
 from gpuid.delivery.spool import Spool
 from gpuid.exporters import Exporter
 from gpuid.metrics import Metrics
-from gpuid.records import GPUReading
+from gpuid.records import Record
 
 log = structlog.get_logger("gpuid.delivery")
 
@@ -69,7 +69,7 @@ class Delivery:
         """Each lane's running counts, for the handover checkpoint."""
         return [lane.tally() for lane in self._lanes]
 
-    def submit(self, readings: Sequence[GPUReading]) -> None:
+    def submit(self, readings: Sequence[Record]) -> None:
         """Queue ``readings`` for every exporter; never blocks, never drops silently."""
         if not readings:
             return
@@ -78,7 +78,7 @@ class Delivery:
             self._update_gauges(lane)
             lane.wakeup.set()
 
-    def _accept(self, lane: Lane, readings: list[GPUReading]) -> None:
+    def _accept(self, lane: Lane, readings: list[Record]) -> None:
         room = self._config.queue_size - len(lane.pending)
         if lane.spool is None:
             lane.pending.extend(readings[:room])
@@ -136,7 +136,7 @@ class Delivery:
             batch = await self._next_batch(lane)
             self._done(lane, len(batch), await sender.send(batch))
 
-    async def _next_batch(self, lane: Lane) -> list[GPUReading]:
+    async def _next_batch(self, lane: Lane) -> list[Record]:
         """Wait for a full batch, or for ``flush_interval`` after the first record."""
         loop = asyncio.get_running_loop()
         deadline: float | None = None

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from gpuid.delivery.spoollane import SpoolLane
 from gpuid.exporters import Exporter
-from gpuid.records import GPUReading
+from gpuid.records import Record
 
 
 class Tally(NamedTuple):
@@ -32,8 +32,8 @@ class Lane:
         self.exporter = exporter
         self.name = exporter.name
         self.spool = spool
-        self.pending: deque[GPUReading] = deque()  # oldest first; the batch in flight is its head
-        self.batch: list[GPUReading] = []
+        self.pending: deque[Record] = deque()  # oldest first; the batch in flight is its head
+        self.batch: list[Record] = []
         self.wakeup = asyncio.Event()
         self.opened = False
         self.up = False  # gpuid_exporter_up: opened, and its last attempt succeeded

@@ -25,7 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from gpuid.errors import SpoolCorruptError
-from gpuid.records import FIELD_NAMES, SCHEMA_VERSION, GPUReading, MigDevice
+from gpuid.records import (
+    CHANGE_FIELD_NAMES,
+    CHANGES,
+    FIELD_NAMES,
+    SCHEMA_VERSION,
+    GpuChange,
+    GPUReading,
+    MigDevice,
+    Record,
+)
 
 SEGMENT_NAME = re.compile(r"^(\d{16})\.jsonl$")
 SET_ASIDE_NAME = re.compile(r"^\d{16}\.corrupt$")
@@ -52,10 +61,24 @@ def _mig_device(data: object) -> MigDevice:
     return MigDevice(uuid, profile, gi, ci)
 
 
-def reading_from_dict(data: object) -> GPUReading:
-    """Inverse of ``GPUReading.to_dict``, checking every type; unknown keys (a newer schema) are ignored."""
+def change_from_dict(data: dict[str, Any]) -> GpuChange:
+    """Inverse of ``record_dict`` for a ``gpu_changed`` record, checking every type."""
+    values: dict[str, Any] = {name: data.get(name) for name in CHANGE_FIELD_NAMES}
+    for name, value in values.items():
+        required = name in ("cluster", "node", "change", "gpu_uuid", "observed_at")
+        if not (isinstance(value, str) or (value is None and not required)):
+            raise SpoolCorruptError(f"{name}: unexpected {type(value).__name__}")
+    if values["change"] not in CHANGES:
+        raise SpoolCorruptError(f"change: not one of {', '.join(CHANGES)}")
+    return GpuChange(**values)
+
+
+def reading_from_dict(data: object) -> Record:
+    """Inverse of ``record_dict``, checking every type; unknown keys (a newer schema) are ignored."""
     if not isinstance(data, dict):
         raise SpoolCorruptError(f"a JSON {type(data).__name__}, not an object")
+    if data.get("event") == GpuChange.EVENT:
+        return change_from_dict(data)
     values: dict[str, Any] = {name: data.get(name) for name in FIELD_NAMES}
     for name, value in values.items():
         if name in _REQUIRED_STR:
@@ -124,12 +147,12 @@ def check_header(data: bytes) -> None:
         raise SpoolCorruptError("not a gpuid spool segment (unknown header)")
 
 
-def decode_entries(data: bytes) -> tuple[list[GPUReading], list[str]]:
+def decode_entries(data: bytes) -> tuple[list[Record], list[str]]:
     """The records of a segment's lines, and why each bad line (a torn last one too) was skipped."""
     check_header(data)
     lines = data.split(b"\n")[1:]
     tail = lines.pop()  # empty when the segment ends with a complete line
-    records: list[GPUReading] = []
+    records: list[Record] = []
     bad: list[str] = ["torn last line"] if tail else []
     for line in lines:
         try:

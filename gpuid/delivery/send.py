@@ -32,7 +32,7 @@ from gpuid.delivery.lane import Lane
 from gpuid.errors import ExportError, LaneError, RecordError
 from gpuid.exporters import attempt_timeout
 from gpuid.metrics import Metrics
-from gpuid.records import GPUReading
+from gpuid.records import GPUReading, Record
 from gpuid.retry import Backoff
 
 log = structlog.get_logger("gpuid.delivery")
@@ -66,7 +66,7 @@ class Sender:
                 error = ExportError(str(error))
             await self._failed(error, backoff)
 
-    async def send(self, batch: Sequence[GPUReading]) -> list[int]:
+    async def send(self, batch: Sequence[Record]) -> list[int]:
         """Deliver ``batch``; returns the indexes of the records the backend refused (dropped)."""
         parts: deque[list[int]] = deque([list(range(len(batch)))])  # not yet stored, in order
         refused: list[int] = []
@@ -156,14 +156,14 @@ class Sender:
             )
         await asyncio.sleep(delay)
 
-    def _refuse(self, records: Sequence[GPUReading], error: RecordError) -> None:
+    def _refuse(self, records: Sequence[Record], error: RecordError) -> None:
         self._metrics.export_dropped.labels(self._lane.name, "rejected").inc(len(records))
         for r in records:
             log.error(
                 "record refused by the backend, dropped",
                 exporter=self._lane.name,
                 node=r.node,
-                pod=r.source,
+                pod=r.source if isinstance(r, GPUReading) else None,
                 gpu_uuid=r.gpu_uuid,
                 error=str(error),
             )

@@ -33,7 +33,7 @@ from gpuid.delivery.segment import (
 from gpuid.delivery.setaside import SetAside
 from gpuid.errors import SpoolCorruptError
 from gpuid.metrics import Metrics
-from gpuid.records import GPUReading
+from gpuid.records import Record, record_json
 
 log = structlog.get_logger("gpuid.delivery.spool")
 
@@ -138,14 +138,14 @@ class SpoolLane:
         self._add(segment, loaded=loaded)
         return segment
 
-    def append(self, readings: Sequence[GPUReading], *, loaded: bool) -> bool:
+    def append(self, readings: Sequence[Record], *, loaded: bool) -> bool:
         """Append ``readings``; False (nothing written) when the budget is spent.
 
         ``OSError`` (the disk is full, a short write) leaves the spool as it was.
         """
         if loaded and self.waiting:
             raise RuntimeError("spool order: records go to memory only when nothing older waits on disk")
-        data = "".join(r.to_json() + "\n" for r in readings).encode()
+        data = "".join(record_json(r) + "\n" for r in readings).encode()
         needed = len(data) + len(HEADER)  # room for a new segment's header too
         budget = self._max_bytes
         if self.bytes + needed > budget:
@@ -172,7 +172,7 @@ class SpoolLane:
     def next_unloaded(self) -> Segment | None:
         return self.waiting[0] if self.waiting else None
 
-    def load_next(self) -> tuple[list[GPUReading], int]:
+    def load_next(self) -> tuple[list[Record], int]:
         """Read back the oldest segment not in memory: its records, and how many of its records are lost.
 
         Never raises: a segment that cannot be read is set aside, a bad line skipped; both counted.

@@ -1,15 +1,16 @@
 """The exporter contract and the registry that picks backends by name.
 
-An exporter takes batches of ``GPUReading`` and delivers them to one backend.
-When it cannot, it says what the failure may cost, with one of three errors:
-``ExportError`` (transient: the same records later), ``RecordError`` (these
-records, by ``indexes`` when it knows them, can never be stored) or
-``LaneError`` (the backend is misconfigured: keep every record, retry slowly).
-It never retries on its own and never drops anything: batching, retries,
-bisection and parking live in ``gpuid.delivery`` so every backend behaves the
-same. Its ``timeout`` bounds one ``open`` or ``export``; delivery cancels an
-attempt that outlives it. Backends are imported lazily, so a heavy client
-library is loaded only when its backend is chosen.
+An exporter takes batches of records (``GPUReading``, and ``GpuChange`` from
+``gpuid.fleet``) and delivers them to one backend. When it cannot, it says what
+the failure may cost, with one of three errors: ``ExportError`` (transient: the
+same records later), ``RecordError`` (these records, by ``indexes`` when it
+knows them, can never be stored) or ``LaneError`` (the backend is
+misconfigured: keep every record, retry slowly). It never retries on its own
+and never drops anything: batching, retries, bisection and parking live in
+``gpuid.delivery`` so every backend behaves the same. Its ``timeout`` bounds one
+``open`` or ``export``; delivery cancels an attempt that outlives it. Backends
+are imported lazily, so a heavy client library is loaded only when its backend
+is chosen.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from gpuid.errors import ConfigError
-from gpuid.records import GPUReading
+from gpuid.records import Record
 
 if TYPE_CHECKING:
     from gpuid.exporters.http import HttpSettings
@@ -51,7 +52,7 @@ class Exporter(Protocol):
     async def open(self) -> None:
         """Connect; raises ``ExportError`` when the backend is down, ``LaneError`` when misconfigured."""
 
-    async def export(self, batch: Sequence[GPUReading]) -> None:
+    async def export(self, batch: Sequence[Record]) -> None:
         """Deliver ``batch`` or raise ``ExportError``/``RecordError``/``LaneError``; must be safe to retry.
 
         After a ``RecordError`` delivery sends the other records again, so a backend

@@ -3,7 +3,8 @@
 For inventories that already have an ingestion API (a CMDB, a webhook, a
 queue gateway). The body is ``[record, ...]`` with every field; the
 ``Idempotency-Key`` header is a digest of the body, so a receiver can drop a
-batch it has already taken when delivery retries it.
+batch it has already taken when delivery retries it. A ``gpu_changed`` record
+carries ``"event": "gpu_changed"``; readings are sent as they always were.
 
 What a status costs: 408, 429, 5xx and network trouble are transient; 400,
 413 and 422 refuse *content* (``RecordError``: delivery bisects the batch so
@@ -29,7 +30,7 @@ from gpuid import __version__
 from gpuid.errors import ConfigError, ExportError, LaneError, RecordError
 from gpuid.exporters import ExporterSettings
 from gpuid.options import HOUR, Env
-from gpuid.records import SCHEMA_VERSION, GPUReading
+from gpuid.records import SCHEMA_VERSION, Record, record_dict
 
 _HINTS = {401: "check HTTP_AUTH_TOKEN", 403: "check HTTP_AUTH_TOKEN", 404: "check HTTP_ENDPOINT"}
 _HINTS[405] = _HINTS[404]
@@ -109,10 +110,10 @@ class HttpExporter:
                 headers=headers, timeout=aiohttp.ClientTimeout(total=self.config.timeout)
             )
 
-    async def export(self, batch: Sequence[GPUReading]) -> None:
+    async def export(self, batch: Sequence[Record]) -> None:
         if self._session is None:
             raise ExportError("http: not connected")
-        body = json.dumps([r.to_dict() for r in batch], separators=(",", ":")).encode()
+        body = json.dumps([record_dict(r) for r in batch], separators=(",", ":")).encode()
         headers = {
             "Content-Type": "application/json",
             "Idempotency-Key": hashlib.sha256(body).hexdigest(),

@@ -8,7 +8,10 @@ whatever the replica, restart or millisecond, and a retried batch overwrites
 its own object instead of adding a duplicate. Works with any S3-compatible
 store through ``S3_ENDPOINT_URL``; credentials come from the AWS chain.
 Every call is bounded by ``S3_TIMEOUT``; failures are classed by
-``gpuid.exporters.s3client.s3_error``.
+``gpuid.exporters.s3client.s3_error``. ``gpu_changed`` records go into jsonl
+objects with their ``"event"`` field; CSV objects hold readings only (one
+header, one schema), so changes are left out of them: read them from jsonl,
+stdout or http.
 """
 
 from __future__ import annotations
@@ -27,25 +30,27 @@ from gpuid import __version__
 from gpuid.errors import ExportError, LaneError, RecordError
 from gpuid.exporters import ExporterSettings
 from gpuid.exporters.s3client import S3Settings, error_code, open_client, s3_call, s3_error
-from gpuid.records import FIELD_NAMES, SCHEMA_VERSION, GPUReading
+from gpuid.records import FIELD_NAMES, SCHEMA_VERSION, GPUReading, Record, record_json
 
 CONTENT_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv"}
 
 
-def encode_csv(batch: Sequence[GPUReading]) -> bytes:
-    """Header row, then one row per record in ``FIELD_NAMES`` order; mig_devices as JSON, null as empty."""
+def encode_csv(batch: Sequence[Record]) -> bytes:
+    """Header row, then one row per reading in ``FIELD_NAMES`` order; mig_devices as JSON, null as empty."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(FIELD_NAMES)
     for r in batch:
+        if not isinstance(r, GPUReading):
+            continue  # gpu_changed has other columns: CSV objects carry readings only
         d = r.to_dict()
         d["mig_devices"] = json.dumps(d["mig_devices"], separators=(",", ":"))
         writer.writerow(["" if d[name] is None else d[name] for name in FIELD_NAMES])
     return out.getvalue().encode()
 
 
-def encode_jsonl(batch: Sequence[GPUReading]) -> bytes:
-    return "".join(r.to_json() + "\n" for r in batch).encode()
+def encode_jsonl(batch: Sequence[Record]) -> bytes:
+    return "".join(record_json(r) + "\n" for r in batch).encode()
 
 
 class S3Exporter:
@@ -81,7 +86,7 @@ class S3Exporter:
             if error_code(e.__cause__) not in ("403", "AccessDenied"):
                 raise
 
-    def object_key(self, batch: Sequence[GPUReading], body: bytes) -> str:
+    def object_key(self, batch: Sequence[Record], body: bytes) -> str:
         oldest = min(datetime.fromisoformat(r.observed_at) for r in batch).astimezone(UTC)
         digest = hashlib.sha256(body).hexdigest()[:32]
         ext = self.config.format + (".gz" if self.config.compress == "gzip" else "")
@@ -93,7 +98,7 @@ class S3Exporter:
         ]
         return "/".join(p for p in parts if p)
 
-    def put_args(self, batch: Sequence[GPUReading]) -> dict[str, Any]:
+    def put_args(self, batch: Sequence[Record]) -> dict[str, Any]:
         """Everything ``put_object`` needs for ``batch``: key, body, type, metadata, encryption."""
         cfg = self.config
         body = encode_csv(batch) if cfg.format == "csv" else encode_jsonl(batch)
@@ -114,9 +119,11 @@ class S3Exporter:
         args.update(cfg.encryption())
         return args
 
-    async def export(self, batch: Sequence[GPUReading]) -> None:
+    async def export(self, batch: Sequence[Record]) -> None:
         if self._client is None:
             raise ExportError("s3: not connected")
+        if self.config.format == "csv":
+            batch = [r for r in batch if isinstance(r, GPUReading)]
         if not batch:
             return
         try:

@@ -1,7 +1,8 @@
 """The default exporter: one compact JSON line per GPU on stdout.
 
 stdout carries records only (logs go to stderr), so ``gpuid | jq`` sees one
-``{"event": "gpu_reading", ...}`` object per line and nothing else.
+``{"event": "gpu_reading", ...}`` object per GPU, and one
+``{"event": "gpu_changed", ...}`` per change of a node's GPUs, and nothing else.
 
 A reader that has gone away (EPIPE, a closed or invalid stream) is a *lane*
 error: the records stay queued (and spooled) and the lane retries slowly,
@@ -18,7 +19,7 @@ from typing import TextIO
 
 from gpuid.errors import ExportError, LaneError
 from gpuid.exporters import ExporterSettings
-from gpuid.records import GPUReading
+from gpuid.records import Record
 
 
 class StdoutExporter:
@@ -34,9 +35,9 @@ class StdoutExporter:
     async def open(self) -> None:
         return None
 
-    async def export(self, batch: Sequence[GPUReading]) -> None:
+    async def export(self, batch: Sequence[Record]) -> None:
         stream = self._stream or sys.stdout
-        text = "".join(r.to_json(event="gpu_reading") + "\n" for r in batch)
+        text = "".join(r.to_json(event=r.EVENT) + "\n" for r in batch)
         try:
             stream.write(text)
             stream.flush()

@@ -4,9 +4,13 @@ Watch events carry full objects (kilobytes each); at 10,000 pods keeping them
 would dominate memory. ``PodInfo``/``NodeInfo`` hold what scanning, records
 and the features need: a node keeps only the annotations and labels its
 watch was asked for (``annotation_keys``, ``label_prefix``), so the kube layer
-needs to know nothing of bug reports or node labels. Both readers are total:
-the API server's JSON is trusted for its shape nowhere, so an object with a
-field of the wrong type yields a record with that field absent, never a crash.
+needs to know nothing of bug reports or node labels. A node also keeps what
+it advertises of GPUs: its ``nvidia.com/gpu`` capacity, its MIG capacity and
+the few GPU Feature Discovery labels that say how GPUs are shared
+(``gpuid.fleet.expected`` turns them into the GPUs a node should have). Both
+readers are total: the API server's JSON is trusted for its shape nowhere, so
+an object with a field of the wrong type yields a record with that field
+absent, never a crash.
 """
 
 from __future__ import annotations
@@ -16,6 +20,15 @@ from dataclasses import dataclass
 from typing import Any
 
 DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
+GPU_RESOURCES = ("nvidia.com/gpu", "nvidia.com/gpu.shared")  # the second with renameByDefault sharing
+MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
+GPU_LABELS = (  # GPU Feature Discovery's labels that say how a node's GPUs are counted and shared
+    "nvidia.com/gpu.count",
+    "nvidia.com/gpu.replicas",
+    "nvidia.com/gpu.product",
+    "nvidia.com/gpu.sharing-strategy",
+    "nvidia.com/mig.strategy",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +108,21 @@ class NodeInfo:
     machine: str | None
     annotations: tuple[tuple[str, str], ...] = ()  # only the keys the node watch was asked to keep
     owned_labels: tuple[tuple[str, str], ...] = ()  # labels under the watch's label prefix, sorted
+    uid: str = ""
+    gpu_capacity: int | None = None  # status.capacity of nvidia.com/gpu (or gpu.shared); None: absent
+    mig_capacity: int = 0  # the sum of its nvidia.com/mig-* capacities
+    gpu_labels: tuple[tuple[str, str], ...] = ()  # those of GPU_LABELS it carries
 
     def annotation(self, key: str) -> str:
         return next((v for k, v in self.annotations if k == key), "")
+
+    def gpu_label(self, key: str) -> str:
+        return next((v for k, v in self.gpu_labels if k == key), "")
+
+
+def _quantity(quantity: object) -> int | None:
+    """A device count from a resource quantity (``"8"``); None for anything else."""
+    return int(quantity) if isinstance(quantity, str) and quantity.isascii() and quantity.isdigit() else None
 
 
 def machine_of(provider_id: str | None) -> str | None:
@@ -121,8 +146,11 @@ def slim_node(obj: object, label_prefix: str = "", annotation_keys: Collection[s
     obj = _dict(obj)
     meta = _dict(obj.get("metadata"))
     annotations = _dict(meta.get("annotations"))
-    labels = _dict(meta.get("labels")) if label_prefix else {}
+    all_labels = _dict(meta.get("labels"))
+    labels = all_labels if label_prefix else {}
     head = label_prefix + "/"
+    capacity = _dict(_dict(obj.get("status")).get("capacity"))
+    advertised = [n for r in GPU_RESOURCES if (n := _quantity(capacity.get(r))) is not None]
     return NodeInfo(
         name=_str(meta.get("name")),
         machine=machine_of(_str(_dict(obj.get("spec")).get("providerID"))),
@@ -130,4 +158,8 @@ def slim_node(obj: object, label_prefix: str = "", annotation_keys: Collection[s
         owned_labels=tuple(
             sorted((k, v) for k, v in labels.items() if k.startswith(head) and isinstance(v, str))
         ),
+        uid=_str(meta.get("uid")),
+        gpu_capacity=max(advertised) if advertised else None,
+        mig_capacity=sum(_quantity(v) or 0 for k, v in capacity.items() if k.startswith(MIG_RESOURCE_PREFIX)),
+        gpu_labels=tuple((k, v) for k in GPU_LABELS if isinstance(v := all_labels.get(k), str)),
     )

@@ -3,6 +3,8 @@
 ``-L`` runs only when a GPU has MIG enabled, because the XML lacks MIG device
 UUIDs on most drivers. One deadline covers both commands; a non-zero exit is
 an ``ExecError`` that says whether nvidia-smi was missing (127) or failed.
+``read_pod`` adds where to read (``SCAN_SOURCE``): the scanner and
+``gpuid snapshot`` both read a node through it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from gpuid.kube.podexec import CompletedExec, exec_in_pod
 from gpuid.metrics import Metrics
 from gpuid.records import SmiReport
 from gpuid.scan.settings import ScanSettings
+from gpuid.scan.source import IdentitySource
 from gpuid.smi.commands import LIST_COMMAND, XML_COMMAND
 from gpuid.smi.parse import duplicate_uuids, merge_mig, parse_smi_list, parse_smi_xml
 
@@ -130,3 +133,24 @@ async def read_gpus(
             )
         report = merge_mig(report, listing)
     return report
+
+
+async def read_pod(
+    core_ws: Any,
+    pod: PodInfo,
+    source: IdentitySource,
+    settings: ScanSettings,
+    metrics: Metrics,
+) -> tuple[PodInfo, SmiReport]:
+    """The pod that answered for ``pod``'s node and its report: ``pod``, or the driver pod instead."""
+    container = source.container_of(pod)
+    if container is None:
+        raise ExecError("pod has several containers and none is named: set CONTAINER", transient=False)
+    try:
+        return pod, await read_gpus(core_ws, pod, container, settings, metrics)
+    except ExecError as e:
+        other = await source.fallback(pod, e)
+        if other is None:
+            raise
+    driver, where = other
+    return driver, await read_gpus(core_ws, driver, where, settings, metrics)

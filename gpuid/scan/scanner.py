@@ -22,9 +22,9 @@ from gpuid.errors import ExecError, ParseError
 from gpuid.kube.nodes import NodeDirectory
 from gpuid.kube.objects import PodInfo
 from gpuid.metrics import Metrics
-from gpuid.records import GPUReading, SmiReport, readings_from_report
+from gpuid.records import GPUReading, readings_from_report
 from gpuid.retry import Backoff
-from gpuid.scan.read import read_gpus
+from gpuid.scan.read import read_pod
 from gpuid.scan.settings import ScanSettings
 from gpuid.scan.source import IdentitySource
 
@@ -154,12 +154,7 @@ class Scanner:
         pod = source = state.pod
         result, error, failed = "success", "", None
         try:
-            container = self._source.container_of(pod)
-            if container is None:
-                raise ExecError(
-                    "pod has several containers and none is named: set CONTAINER", transient=False
-                )
-            source, report = await self._read(pod, container)
+            source, report = await read_pod(self._core_ws, pod, self._source, self._settings, self._metrics)
         except ExecError as e:
             result, error, failed = ("timeout" if e.timed_out else "exec_error"), str(e), e
         except ParseError as e:
@@ -189,18 +184,6 @@ class Scanner:
         log.info("pod scanned", node=pod.node, pod=pod.source, gpus=len(readings))
         if self._on_scanned is not None:
             self._on_scanned(pod, readings)
-
-    async def _read(self, pod: PodInfo, container: str) -> tuple[PodInfo, SmiReport]:
-        """The pod that answered and its report: ``pod``, or what ``fallback`` offers instead."""
-        try:
-            return pod, await read_gpus(self._core_ws, pod, container, self._settings, self._metrics)
-        except ExecError as e:
-            other = await self._source.fallback(pod, e)
-            if other is None:
-                raise
-        driver, where = other
-        report = await read_gpus(self._core_ws, driver, where, self._settings, self._metrics)
-        return driver, report
 
     def _discard(self, pod: PodInfo, result: str) -> None:
         """A scan that ended after this replica's term: a successor owns the pod now."""

@@ -30,6 +30,9 @@ from gpuid.scan.scanner import OnFailure, OnScanned, Scanner
 from gpuid.scan.settings import ScanSettings, WatchSettings
 from gpuid.scan.source import IdentitySource
 
+# (kind, pod, inherited): every pod event; inherited = the predecessor's checkpoint covers it (no scan now)
+OnPodEvent = Callable[[str, PodInfo, bool], None]
+
 
 @dataclass(frozen=True)
 class ScanSetup:
@@ -45,6 +48,7 @@ class ScanSetup:
     metrics: Metrics
     on_scanned: OnScanned | None = None  # node labels
     on_failure: OnFailure | None = None  # bug reports on failure
+    on_pod_event: OnPodEvent | None = None  # fleet series
 
 
 class ScanSession:
@@ -57,6 +61,7 @@ class ScanSession:
     ) -> None:
         w = setup.watch
         self._on_scanned = setup.on_scanned
+        self._on_pod = setup.on_pod_event
         self.progress = ScanProgress(w.scope, inherited or {}, setup.delivery.tallies)
         self.scanner = Scanner(
             setup.scan,
@@ -84,12 +89,15 @@ class ScanSession:
         self._stopping = False
 
     def _on_pod_event(self, kind: str, pod: PodInfo) -> None:
-        if kind != "DELETED" and self.progress.already_scanned(pod):
+        inherited = kind != "DELETED" and self.progress.already_scanned(pod)
+        if inherited:
             self.scanner.mark_scanned(pod)
             self.progress.inherit(pod)
         else:
             self.scanner.on_pod_event(kind, pod)
         self.progress.observe(kind, pod)
+        if self._on_pod is not None:
+            self._on_pod(kind, pod, inherited)
 
     def _scanned(self, pod: PodInfo, readings: Sequence[GPUReading]) -> None:
         self.progress.scanned(pod, len(readings))

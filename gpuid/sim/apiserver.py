@@ -6,8 +6,9 @@ same paths, query parameters, status codes and bodies as a real API server
 for the calls gpuid makes (list/watch/get pods and nodes, exec), checks the
 bearer token, counts requests for load benchmarks and applies the cluster's
 injected failures, and writes a kubeconfig so the unmodified client can be
-pointed at it. Node PATCH (labels, annotations) lives in ``nodepatch.py`` and
-``coordination.k8s.io/v1`` Leases (leader election) in ``leases.py``.
+pointed at it. Node PATCH (labels, annotations) lives in ``nodepatch.py``,
+``coordination.k8s.io/v1`` Leases (leader election) in ``leases.py`` and
+``events.k8s.io/v1`` Events in ``eventsapi.py``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from types import TracebackType
 from aiohttp import WSCloseCode, web
 from aiohttp.typedefs import Handler
 
-from gpuid.sim import leases, wire
+from gpuid.sim import eventsapi, leases, wire
 from gpuid.sim.cluster import SimCluster
 from gpuid.sim.execsim import handle_exec
 from gpuid.sim.filters import ObjectFilter, SelectorError
@@ -70,6 +71,7 @@ class SimApiServer:
         route("GET", "/api/v1/nodes/{name}", self._get, name="get.node")
         route("PATCH", "/api/v1/nodes/{name}", self._patch_node, name="patch.node")
         leases.add_routes(app, self.cluster)  # coordination.k8s.io/v1 Leases for leader election
+        eventsapi.add_routes(app, self.cluster)  # events.k8s.io/v1 Events about GPU changes
         return app
 
     # -- lifecycle --------------------------------------------------------------------------------

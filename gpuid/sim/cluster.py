@@ -19,13 +19,14 @@ from gpuid.sim.captures import Capture, bundled_capture
 from gpuid.sim.events import EventLog, Obj, WatchEvent, clone
 from gpuid.sim.faults import FaultControls
 from gpuid.sim.filters import ObjectFilter
+from gpuid.sim.hardware import NodeHardware
 from gpuid.sim.podfs import PodFiles
 
 Key = tuple[str, str]  # (namespace, name); namespace is "" for cluster-scoped objects
 DEFAULT_NAMESPACE = "gpu-operator"
 
 
-class SimCluster(FaultControls):
+class SimCluster(FaultControls, NodeHardware):
     """Nodes and pods as JSON-like dicts with a cluster-wide resourceVersion."""
 
     def __init__(self, *, max_events: int = 100_000) -> None:
@@ -60,15 +61,23 @@ class SimCluster(FaultControls):
         capture: str | None = "gpuid-h100-sxm-x8",
         provider_id: str | None = None,
         labels: Mapping[str, str] | None = None,
+        capacity: Mapping[str, str] | None = None,
     ) -> Obj:
-        """Add a node whose pods' nvidia-smi replays ``capture`` (None: a node without a driver)."""
+        """Add a node whose pods' nvidia-smi replays ``capture`` (None: a node without a driver).
+
+        Like the device plugin, a node with a capture advertises its GPUs as
+        ``nvidia.com/gpu`` capacity; ``capacity`` adds to or overrides that.
+        """
+        node_labels, resources = dict(labels or {}), {}
         if capture is not None:
-            self.capture(capture)  # fail now, not at exec time
-        node_labels = dict(labels or {})
-        if capture is not None:
+            gpus = self.capture(capture).gpu_uuids()  # fail now, not at exec time
             node_labels.setdefault("nvidia.com/gpu.present", "true")
+            resources["nvidia.com/gpu"] = str(len(gpus))
         node = objects.new_node(
-            name, provider_id=provider_id or objects.default_provider_id(name), labels=node_labels
+            name,
+            provider_id=provider_id or objects.default_provider_id(name),
+            labels=node_labels,
+            capacity={**resources, **(capacity or {})},
         )
         stored = self._add("nodes", ("", name), node)
         self._node_capture[name] = capture
@@ -168,6 +177,11 @@ class SimCluster(FaultControls):
             raise ValueError(f"use delete_pod/delete_node for {resource}")
         self._delete(resource, (namespace, name))
 
+    def events(self, namespace: str = "default", reason: str | None = None) -> list[Obj]:
+        """The Events created in ``namespace`` (only those with ``reason``), oldest first."""
+        found = [e.obj for (ns, _), e in self._store.get("events", {}).items() if ns == namespace]
+        return [clone(e) for e in found if reason is None or e.get("reason") == reason]
+
     # -- reads for the API server ---------------------------------------------------------------
     @property
     def log(self) -> EventLog:
@@ -201,7 +215,7 @@ class SimCluster(FaultControls):
     def _sorted_keys(self, resource: str) -> list[Key]:
         keys = self._sorted.get(resource)
         if keys is None:
-            keys = self._sorted[resource] = sorted(self._store[resource])
+            keys = self._sorted[resource] = sorted(self._store.get(resource, {}))
         return keys
 
     def _current(self, resource: str, key: Key) -> WatchEvent:

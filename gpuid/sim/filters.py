@@ -21,6 +21,10 @@ SUPPORTED_FIELDS: dict[str, frozenset[str]] = {
         {"metadata.name", "metadata.namespace", "spec.nodeName", "status.phase", "spec.restartPolicy"}
     ),
     "nodes": frozenset({"metadata.name", "spec.unschedulable"}),
+    "events": frozenset(
+        {"metadata.name", "metadata.namespace", "reason", "type", "reportingController"}
+        | {f"regarding.{f}" for f in ("kind", "name", "namespace", "uid", "apiVersion", "resourceVersion")}
+    ),
 }
 
 _KEY = r"[A-Za-z0-9](?:[A-Za-z0-9_./-]*[A-Za-z0-9])?"

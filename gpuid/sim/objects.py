@@ -34,7 +34,14 @@ def default_provider_id(node_name: str) -> str:
     return f"aws:///us-east-1a/i-0{digest[:16]}"
 
 
-def new_node(name: str, *, provider_id: str, labels: Mapping[str, str]) -> Obj:
+NODE_RESOURCES: Mapping[str, str] = {"cpu": "96", "memory": "2113459276Ki", "pods": "110"}
+
+
+def new_node(
+    name: str, *, provider_id: str, labels: Mapping[str, str], capacity: Mapping[str, str] | None = None
+) -> Obj:
+    """A Ready node; ``capacity`` (e.g. ``nvidia.com/gpu``) is added to its CPU, memory and pods."""
+    resources = {**NODE_RESOURCES, **(capacity or {})}
     return {
         "kind": "Node",
         "apiVersion": "v1",
@@ -45,8 +52,21 @@ def new_node(name: str, *, provider_id: str, labels: Mapping[str, str]) -> Obj:
             "creationTimestamp": now(),
         },
         "spec": {"providerID": provider_id},
-        "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}]},
+        "status": {
+            "capacity": resources,
+            "allocatable": dict(resources),
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+        },
     }
+
+
+def merge_into(target: Obj, changes: Mapping[str, str | None] | None) -> None:
+    """Set each key of ``changes`` in ``target``; None removes it."""
+    for key, value in (changes or {}).items():
+        if value is None:
+            target.pop(key, None)
+        else:
+            target[key] = value
 
 
 @functools.cache

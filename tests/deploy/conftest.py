@@ -1,10 +1,11 @@
 """The live stack shared by the observability and docs tests: started once for the package.
 
 The simulated cluster, a ``gpuid`` process with every feature the dashboard
-shows (two exporters, one of them down, a small spool, leader election, node
-labels, bug reports) and a real Prometheus scraping it every second with the
-alert rules loaded. The work happens only once Prometheus is scraping, so
-rates and percentiles have something to show.
+and the alerts use (two exporters, one of them down, a small spool, leader
+election, node labels, per-node GPU series, bug reports) and a real
+Prometheus scraping it every second with the alert rules loaded. The work
+happens only once Prometheus is scraping, so rates and percentiles have
+something to show.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ def gpuid_env(work: Path, kubeconfig: Path, port: int) -> dict[str, str]:
         "LEASE_NAMESPACE": "gpuid",
         "POD_NAME": "gpuid-0",
         "NODE_LABELS": "true",
+        "NODE_GPU_METRICS": "true",  # the series behind GpuidGPUsMissing
         "BUG_REPORT_ENABLED": "true",
         "BUG_REPORT_DIR": str(work / "bug-reports"),
     }

@@ -19,7 +19,17 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOYMENT = ROOT / "deployment"
-OVERLAYS = ("stdout", "s3", "postgres", "http", "bugreport", "node-labels", "daemonset", "monitoring")
+OVERLAYS = (
+    "stdout",
+    "s3",
+    "postgres",
+    "http",
+    "bugreport",
+    "node-labels",
+    "fleet",
+    "daemonset",
+    "monitoring",
+)
 WORKLOAD_KINDS = ("Deployment", "DaemonSet")
 # Kubernetes versions the manifests are validated against: the oldest we claim, the newest known.
 KUBERNETES_VERSIONS = ("1.29.0", "1.37.0")

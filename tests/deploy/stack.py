@@ -145,14 +145,19 @@ def start_gpuid(env: dict[str, str], log: Path) -> Process:
 
 
 class Prometheus(Process):
-    """A real Prometheus server scraping ``target`` every second, with ``rule_files`` loaded."""
+    """A real Prometheus scraping ``target`` (job gpuid) and ``jobs`` every second, ``rule_files`` loaded."""
 
-    def __init__(self, workdir: Path, target: str, rule_files: list[Path]) -> None:
+    def __init__(
+        self, workdir: Path, target: str, rule_files: list[Path], jobs: dict[str, str] | None = None
+    ) -> None:
         self.port = free_port()
+        targets = {"gpuid": target, **(jobs or {})}
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(p) for p in rule_files],
-            "scrape_configs": [{"job_name": "gpuid", "static_configs": [{"targets": [target]}]}],
+            "scrape_configs": [
+                {"job_name": job, "static_configs": [{"targets": [where]}]} for job, where in targets.items()
+            ],
         }
         (workdir / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
         argv = [

@@ -18,6 +18,8 @@ POD_READ: Rule = ("", "pods", (), ("get", "list", "watch"))
 POD_EXEC: Rule = ("", "pods/exec", (), ("create", "get"))
 NODE_READ: Rule = ("", "nodes", (), ("get", "list", "watch"))
 NODE_PATCH: Rule = ("", "nodes", (), ("patch",))
+# Events about a Node live in "default"; "get" reads back an Event whose create answered 409.
+NODE_EVENTS: Rule = ("events.k8s.io", "events", (), ("create", "get"))
 
 BASE: dict[RoleKey, set[Rule]] = {
     ("Role", "gpu-operator", "gpuid-scan"): {POD_READ, POD_EXEC},
@@ -38,6 +40,11 @@ EXPECTED: dict[str, dict[RoleKey, set[Rule]]] = {
         ("ClusterRole", "", "gpuid-bug-reports"): {NODE_PATCH},
     },
     "node-labels": {**BASE, ("ClusterRole", "", "gpuid-node-labels"): {NODE_PATCH}},
+    "fleet": {
+        **BASE,
+        ("ClusterRole", "", "gpuid-gpu-state"): {NODE_PATCH},
+        ("Role", "default", "gpuid-node-events"): {NODE_EVENTS},
+    },
     "daemonset": {k: v for k, v in BASE.items() if k[2] != "gpuid-leader-election"},
     "monitoring": {},
 }
@@ -87,8 +94,19 @@ def test_node_patch_only_where_node_labels_or_bug_reports_are_on(overlay: str) -
     docs = render(overlay)
     patches = any(NODE_PATCH in rules for rules in roles(docs).values())
     settings = {k: v for w in workloads(docs) for k, v in settings_of(docs, w).items()}
-    needs_patch = settings.get("NODE_LABELS") == "true" or settings.get("BUG_REPORT_ENABLED") == "true"
-    assert patches == needs_patch
+    writers = ("NODE_LABELS", "BUG_REPORT_ENABLED", "GPU_CHANGE_EVENTS")
+    assert patches == any(settings.get(name) == "true" for name in writers)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_events_only_where_gpu_change_events_are_on_and_only_in_default(overlay: str) -> None:
+    docs = render(overlay)
+    granted = {key for key, rules in roles(docs).items() if NODE_EVENTS in rules}
+    settings = {k: v for w in workloads(docs) for k, v in settings_of(docs, w).items()}
+    wanted = (
+        {("Role", "default", "gpuid-node-events")} if settings.get("GPU_CHANGE_EVENTS") == "true" else set()
+    )
+    assert granted == wanted
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

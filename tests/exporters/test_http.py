@@ -18,7 +18,7 @@ from gpuid.exporters.http import HttpExporter
 from gpuid.metrics import Metrics
 from gpuid.records import GPUReading
 from tests.support.app import eventually, sample
-from tests.support.records import delivering, fast_delivery, reading
+from tests.support.records import change, delivering, fast_delivery, reading
 from tests.support.services import serving
 
 from .standins import silent_endpoint
@@ -96,6 +96,19 @@ async def test_batch_is_a_json_array_with_every_field(collector: Any) -> None:
     assert c.headers[0]["Content-Type"] == "application/json"
     assert len(c.headers[0]["Idempotency-Key"]) == 64
     assert TOKEN not in repr(exporter.config)
+
+
+async def test_http_sends_a_change_in_the_array_with_its_event(collector: Any) -> None:
+    c, url = collector
+    exporter = exporter_for(url)
+    await exporter.open()
+    try:
+        await exporter.export([reading(1), change(2)])
+    finally:
+        await exporter.close()
+    [[sent_reading, sent_change]] = c.bodies
+    assert sent_reading == reading(1).to_dict()
+    assert sent_change == {"event": "gpu_changed", **change(2).to_dict()}
 
 
 @pytest.mark.parametrize(

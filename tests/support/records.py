@@ -15,7 +15,7 @@ from typing import Any
 
 from gpuid.delivery.delivery import Delivery
 from gpuid.delivery.settings import DeliverySettings
-from gpuid.records import GPUReading, MigDevice
+from gpuid.records import GpuChange, GPUReading, MigDevice
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 SMI_FIXTURES = FIXTURES / "nvidia-smi"
@@ -65,6 +65,26 @@ def reading(
         cuda_version="12.4",
         mig_mode="Enabled" if n % 2 else "Disabled",
         mig_devices=(MigDevice("MIG-1234", "1g.10gb", 1, 0),) if n % 2 else (),
+        observed_at=observed_at,
+    )
+
+
+def change(
+    n: int = 0, *, kind: str = "replaced", node: str = "node-a", observed_at: str = "2025-01-02T03:04:05.000Z"
+) -> GpuChange:
+    """A ``gpu_changed`` record: GPU ``n`` took the place of GPU ``n + 100`` in its slot."""
+    new, old = reading(n), reading(n + 100)
+    return GpuChange(
+        cluster="test",
+        node=node,
+        machine="i-0aaa",
+        change=kind,
+        gpu_uuid=new.gpu_uuid,
+        old_uuid=old.gpu_uuid if kind in ("replaced", "moved") else None,
+        old_serial=old.gpu_serial if kind != "added" else None,
+        new_serial=new.gpu_serial,
+        pci_bus_id=new.pci_bus_id,
+        from_node="node-b" if kind == "moved" else None,
         observed_at=observed_at,
     )
 

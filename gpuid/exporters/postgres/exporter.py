@@ -28,7 +28,7 @@ from gpuid.exporters import ExporterSettings
 from gpuid.exporters.postgres.fold import fold, observed_at
 from gpuid.exporters.postgres.schema import READING_COLUMNS, Tables, check_schema, migrate
 from gpuid.exporters.postgres.settings import PostgresSettings
-from gpuid.records import GPUReading
+from gpuid.records import GPUReading, Record
 
 log = structlog.get_logger("gpuid.exporters.postgres")
 
@@ -122,12 +122,13 @@ class PostgresExporter:
         self._pool = pool
         log.info("postgres connected", target=cfg.target, schema=cfg.schema)
 
-    async def export(self, batch: Sequence[GPUReading]) -> None:
+    async def export(self, batch: Sequence[Record]) -> None:
+        readings = [r for r in batch if isinstance(r, GPUReading)]  # gpu_changed: gpu_moves has the moves
         if self._pool is None:
             raise ExportError("postgres: not connected", transient=True)
         try:
             async with self._pool.acquire(timeout=self.config.timeout) as conn, conn.transaction():
-                moves = await self._write(conn, batch)
+                moves = await self._write(conn, readings)
         except Exception as e:
             raise postgres_error(e, self.config) from None
         for move in moves:
