@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from .conftest import HEALTHY_NODES, Live
-from .manifests import ROOT, environment, one, tool, workloads
+from .manifests import ROOT, environment, one, render_dir, tool, workloads
 
 VERIFY = "kubectl -n gpuid logs -l app.kubernetes.io/name=gpuid --tail=-1 | jq "
 
@@ -61,14 +61,6 @@ def test_verify_recipes_work_on_real_gpuid_logs(live: Live) -> None:
     [report] = [row.split("\t") for row in bug_reports.splitlines()]
     assert report[:3] == ["gb200", "r1", "bug report collected"]
     assert re.fullmatch(r"nvidia-bug-report-gb200-r1-\d{8}_\d{6}\.log\.gz", report[3])
-
-
-def render_dir(directory: Path) -> list[dict[str, object]]:
-    proc = subprocess.run(
-        [tool("kubectl"), "kustomize", str(directory)], capture_output=True, text=True, check=False
-    )
-    assert proc.returncode == 0, proc.stderr
-    return [d for d in yaml.safe_load_all(proc.stdout) if d]
 
 
 def test_the_documented_own_overlay_renders_with_its_settings(tmp_path: Path) -> None:
