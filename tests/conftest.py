@@ -1,7 +1,10 @@
 """Suite-wide fixtures: the simulated cluster over real HTTP, real backends, JSON logs, leak checks.
 
 Helpers (the app under test, records, services, waiting) live in ``tests/support``,
-which the benchmarks import too; this file only turns them into fixtures.
+which the benchmarks import too; this file only turns them into fixtures. Every
+simulated cluster enforces the exec admission policy gpuid ships, evaluated with
+CEL: a test in which the policy denied one of gpuid's own execs fails, unless it
+is marked ``exec_policy_denials``; the session's summary counts what was checked.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import pytest
 from gpuid.log import configure_logging
 from gpuid.sim import SimApiServer, SimCluster
 from tests.support.app import Sim
+from tests.support.execpolicy import ExecTally, shipped_policy
 from tests.support.services import PG_PASSWORD, PostgresServer, S3Server, postgres_server, s3_server
 
 
@@ -38,11 +42,30 @@ def _json_logs(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging("debug", "json")
 
 
+EXEC_TALLY = pytest.StashKey[ExecTally]()
+
+
+@pytest.fixture(scope="session")
+def exec_tally(pytestconfig: pytest.Config) -> ExecTally:
+    """gpuid's execs checked against the shipped exec policy, over the whole session."""
+    return pytestconfig.stash.setdefault(EXEC_TALLY, ExecTally())
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    tally = config.stash.get(EXEC_TALLY, None)
+    if tally is not None and tally.tests:
+        terminalreporter.write_line(tally.summary())
+
+
 @pytest.fixture
-async def sim(tmp_path: Path) -> AsyncIterator[Sim]:
+async def sim(tmp_path: Path, request: pytest.FixtureRequest, exec_tally: ExecTally) -> AsyncIterator[Sim]:
+    """The simulated cluster, authenticating gpuid as its ServiceAccount and enforcing the exec policy."""
     cluster = SimCluster()
-    async with SimApiServer(cluster, bookmark_interval=0.2) as server:
+    server = SimApiServer(cluster, bookmark_interval=0.2, admission=shipped_policy().admit)
+    async with server:
         yield Sim(cluster, server, server.write_kubeconfig(tmp_path / "kubeconfig"))
+    expected = request.node.get_closest_marker("exec_policy_denials") is not None
+    exec_tally.check(request.node.nodeid, server.connect_log, denials_expected=expected)
 
 
 @pytest.fixture(scope="session")

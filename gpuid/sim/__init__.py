@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import hashlib
 
-from gpuid.sim.apiserver import SimApiServer
+from gpuid.sim.admission import AdmissionHook, ConnectRecord
+from gpuid.sim.apiserver import SERVICE_ACCOUNT, SimApiServer
 from gpuid.sim.captures import DEMO_CAPTURES, Capture, bundled_capture, bundled_capture_names
 from gpuid.sim.cluster import DEFAULT_NAMESPACE, SimCluster
 from gpuid.sim.events import WatchEvent
@@ -32,7 +33,10 @@ __all__ = [
     "DEFAULT_NAMESPACE",
     "DEMO_CAPTURES",
     "DEVICE_PLUGIN_LABELS",
+    "SERVICE_ACCOUNT",
+    "AdmissionHook",
     "Capture",
+    "ConnectRecord",
     "ExecBehaviour",
     "ObjectFilter",
     "SelectorError",

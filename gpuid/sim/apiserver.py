@@ -3,18 +3,21 @@
 gpuid's Kubernetes code is only trustworthy if it is tested against the
 protocol, not against mocks of kubernetes_asyncio. This server answers the
 same paths, query parameters, status codes and bodies as a real API server
-for the calls gpuid makes (list/watch/get pods and nodes, exec), checks the
-bearer token, counts requests for load benchmarks and applies the cluster's
-injected failures, and writes a kubeconfig so the unmodified client can be
-pointed at it. Node PATCH (labels, annotations) lives in ``nodepatch.py``,
-``coordination.k8s.io/v1`` Leases (leader election) in ``leases.py`` and
-``events.k8s.io/v1`` Events in ``eventsapi.py``.
+for the calls gpuid makes (list/watch/get pods and nodes, exec), authenticates
+the bearer token as a user (gpuid's ServiceAccount unless told otherwise),
+counts requests for load benchmarks and applies the cluster's injected
+failures, and writes a kubeconfig so the unmodified client can be pointed at
+it. Exec, attach and port-forward pass admission first (``admission.py``);
+node PATCH lives in ``nodepatch.py``, ``coordination.k8s.io/v1`` Leases
+(leader election) in ``leases.py`` and ``events.k8s.io/v1`` Events in
+``eventsapi.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+from collections import deque
 from pathlib import Path
 from types import TracebackType
 
@@ -22,13 +25,17 @@ from aiohttp import WSCloseCode, web
 from aiohttp.typedefs import Handler
 
 from gpuid.sim import eventsapi, leases, wire
+from gpuid.sim.admission import AdmissionHook, ConnectRecord, admit
 from gpuid.sim.cluster import SimCluster
 from gpuid.sim.execsim import handle_exec
 from gpuid.sim.filters import ObjectFilter, SelectorError
 from gpuid.sim.nodepatch import handle_node_patch
-from gpuid.sim.watchstream import WatchRequest, serve_watch
+from gpuid.sim.watchstream import WatchRequest, list_page, serve_watch
 
 NAME = "gpuid-sim"
+SERVICE_ACCOUNT = "system:serviceaccount:gpuid:gpuid"  # who the kubeconfig's token authenticates as
+CONNECT_LOG_SIZE = 100_000  # exec/attach/port-forward requests remembered (the demo runs for hours)
+USER = web.RequestKey("user", str)  # who the request's token authenticated as
 
 
 def _request_key(request: web.Request) -> str:
@@ -46,11 +53,21 @@ class SimApiServer:
     """An in-process API server for a :class:`SimCluster`; ``async with`` starts and stops it."""
 
     def __init__(
-        self, cluster: SimCluster, *, bookmark_interval: float = 1.0, token: str | None = None
+        self,
+        cluster: SimCluster,
+        *,
+        bookmark_interval: float = 1.0,
+        token: str | None = None,
+        user: str = SERVICE_ACCOUNT,
+        admission: AdmissionHook | None = None,
     ) -> None:
         self.cluster = cluster
         self.bookmark_interval = bookmark_interval
         self.token = token or secrets.token_urlsafe(24)
+        self.user = user
+        self.admission = admission  # asked about every exec, attach and port-forward
+        self.connect_log: deque[ConnectRecord] = deque(maxlen=CONNECT_LOG_SIZE)
+        self._users = {self.token: user}
         self.url = ""
         self._closing = False
         self._sockets: set[web.WebSocketResponse] = set()
@@ -65,8 +82,11 @@ class SimApiServer:
         route("GET", "/version/", self._version, name="get.version.slash")
         route("GET", "/api/v1/pods", self._list, name="list.pods.all_namespaces")
         route("GET", "/api/v1/namespaces/{namespace}/pods", self._list, name="list.pods")
-        route("GET", "/api/v1/namespaces/{namespace}/pods/{name}", self._get, name="get.pod")
-        route("*", "/api/v1/namespaces/{namespace}/pods/{name}/exec", self._exec, name="exec")
+        pod = "/api/v1/namespaces/{namespace}/pods/{name}"
+        route("GET", pod, self._get, name="get.pod")
+        route("*", pod + "/exec", self._exec, name="exec")
+        route("*", pod + "/attach", self._connect, name="attach")
+        route("*", pod + "/portforward", self._connect, name="portforward")
         route("GET", "/api/v1/nodes", self._list, name="list.nodes")
         route("GET", "/api/v1/nodes/{name}", self._get, name="get.node")
         route("PATCH", "/api/v1/nodes/{name}", self._patch_node, name="patch.node")
@@ -137,20 +157,29 @@ class SimApiServer:
     ) -> None:
         await self.stop()
 
+    def add_user(self, name: str) -> str:
+        """A bearer token that authenticates as ``name`` (someone other than gpuid, in tests)."""
+        token = secrets.token_urlsafe(24)
+        self._users[token] = name
+        return token
+
     def write_kubeconfig(self, path: str | Path) -> Path:
-        """Write a kubeconfig (context, cluster and user ``gpuid-sim``) for the running server."""
+        """Write a kubeconfig (context and cluster ``gpuid-sim``, user ``self.user``) for the server."""
         if not self.url:
             raise RuntimeError("start the server before writing its kubeconfig")
         path = Path(path)
-        path.write_text(wire.kubeconfig(NAME, self.url, self.token, namespace="gpu-operator"))
+        path.write_text(wire.kubeconfig(NAME, self.url, self.token, user=self.user, namespace="gpu-operator"))
         return path
 
     # -- cross-cutting: accounting, auth, injected failures, Status errors ------------------------
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         self.cluster.request_counts[_request_key(request)] += 1
-        if request.headers.get("Authorization") != f"Bearer {self.token}":
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        user = self._users.get(token) if scheme == "Bearer" else None
+        if user is None:
             return wire.status_response(401, "Unauthorized")
+        request[USER] = user
         failure = self.cluster.take_failure(request.path_qs)
         if failure is not None:
             return wire.status_response(failure, f"gpuid.sim: injected failure ({failure})")
@@ -179,7 +208,14 @@ class SimApiServer:
     async def _exec(self, request: web.Request) -> web.StreamResponse:
         if request.method not in ("GET", "POST"):
             return wire.status_response(405, f"the server does not allow this method: {request.method}")
-        return await handle_exec(request, self.cluster, self._sockets)
+        refused = admit(request, "exec", user=request[USER], hook=self.admission, log=self.connect_log)
+        return refused or await handle_exec(request, self.cluster, self._sockets)
+
+    async def _connect(self, request: web.Request) -> web.StreamResponse:
+        """Attach and port-forward: admitted (or refused) like exec, then not simulated."""
+        subresource = request.path.rsplit("/", 1)[1]
+        refused = admit(request, subresource, user=request[USER], hook=self.admission, log=self.connect_log)
+        return refused or wire.status_response(400, f"gpuid.sim does not simulate {subresource}")
 
     async def _list(self, request: web.Request) -> web.StreamResponse:
         resource = request.path.rsplit("/", 1)[1]
@@ -213,30 +249,4 @@ class SimApiServer:
             finally:
                 self._watches -= 1
         match, token = query.get("resourceVersionMatch"), query.get("continue")
-        return self._list_page(resource, flt, match=match, rv=rv, limit=limit, token=token)
-
-    def _list_page(
-        self, resource: str, flt: ObjectFilter, *, match: str | None, rv: int, limit: int, token: str | None
-    ) -> web.Response:
-        floor, head = self.cluster.log.floor, self.cluster.resource_version
-        list_rv, after = head, None
-        if token:
-            try:
-                list_rv, after = wire.decode_continue(token)
-            except ValueError as e:
-                return wire.status_response(400, str(e))
-            if list_rv < floor:
-                return wire.status_response(410, wire.CONTINUE_EXPIRED, "Expired")
-        elif match == "Exact" and rv:
-            if rv < floor:
-                return wire.status_response(410, wire.too_old_message(rv, floor), "Expired")
-            if rv != head:
-                message = "gpuid.sim serves Exact lists only at the current resourceVersion"
-                return wire.status_response(500, message)
-        items = self.cluster.select(resource, flt, after)
-        next_token = None
-        if 0 < limit < len(items):
-            items = items[:limit]
-            meta = items[-1].obj["metadata"]
-            next_token = wire.encode_continue(list_rv, (meta.get("namespace", ""), meta["name"]))
-        return web.Response(body=wire.list_body(resource, list_rv, items, next_token), content_type=wire.JSON)
+        return list_page(self.cluster, resource, flt, match=match, rv=rv, limit=limit, token=token)

@@ -1,4 +1,4 @@
-"""Watch streams: the long-lived chunked responses gpuid's pod watch lives on.
+"""Lists and watch streams: the paged lists gpuid starts from, the chunked responses its watch lives on.
 
 A watch is an HTTP 200 whose body is one JSON event per line, flushed as it
 happens. This module replays history after the requested resourceVersion
@@ -164,3 +164,38 @@ async def _follow(
             await asyncio.wait([changed], timeout=max(0.0, min(timers) - now) if timers else None)
         finally:
             log.forget(changed)
+
+
+def list_page(
+    cluster: SimCluster,
+    resource: str,
+    flt: ObjectFilter,
+    *,
+    match: str | None,
+    rv: int,
+    limit: int,
+    token: str | None,
+) -> web.Response:
+    """One page of a list (``limit``/``continue``), at the current or an ``Exact`` resourceVersion."""
+    floor, head = cluster.log.floor, cluster.resource_version
+    list_rv, after = head, None
+    if token:
+        try:
+            list_rv, after = wire.decode_continue(token)
+        except ValueError as e:
+            return wire.status_response(400, str(e))
+        if list_rv < floor:
+            return wire.status_response(410, wire.CONTINUE_EXPIRED, "Expired")
+    elif match == "Exact" and rv:
+        if rv < floor:
+            return wire.status_response(410, wire.too_old_message(rv, floor), "Expired")
+        if rv != head:
+            message = "gpuid.sim serves Exact lists only at the current resourceVersion"
+            return wire.status_response(500, message)
+    items = cluster.select(resource, flt, after)
+    next_token = None
+    if 0 < limit < len(items):
+        items = items[:limit]
+        meta = items[-1].obj["metadata"]
+        next_token = wire.encode_continue(list_rv, (meta.get("namespace", ""), meta["name"]))
+    return web.Response(body=wire.list_body(resource, list_rv, items, next_token), content_type=wire.JSON)

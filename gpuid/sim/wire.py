@@ -60,24 +60,23 @@ clusters:
   cluster:
     server: {server}
 users:
-- name: {name}
+- name: {user}
   user:
     token: {token}
 contexts:
 - name: {name}
   context:
     cluster: {name}
-    user: {name}
+    user: {user}
     namespace: {namespace}
 current-context: {name}
 """
 
 
-def kubeconfig(name: str, server: str, token: str, *, namespace: str) -> str:
-    """A kubeconfig whose cluster, user and context are all called ``name``."""
-    quoted = {
-        k: json.dumps(v) for k, v in {"server": server, "token": token}.items()
-    }  # JSON strings are YAML
+def kubeconfig(name: str, server: str, token: str, *, user: str, namespace: str) -> str:
+    """A kubeconfig whose cluster and context are called ``name``, its user ``user``."""
+    values = {"server": server, "token": token, "user": user}
+    quoted = {k: json.dumps(v) for k, v in values.items()}  # JSON strings are YAML
     return KUBECONFIG.format(name=name, namespace=namespace, **quoted)
 
 

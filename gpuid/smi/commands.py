@@ -20,8 +20,9 @@ import re
 
 SMI_PATH = "/run/nvidia/driver/usr/bin:/usr/local/nvidia/bin"
 POD_DIR = "/tmp"  # noqa: S108 - a directory inside the driver container, where the script writes
-# nvidia-bug-report-<node>[-<request>]-<YYYYmmdd_HHMMSS>.log, characters as safe_name leaves them
-REPORT_NAME = re.compile(r"nvidia-bug-report-[A-Za-z0-9._-]{1,320}-[0-9]{8}_[0-9]{6}\.log")
+# nvidia-bug-report-<node>[-<request>]-<YYYYmmdd_HHMMSS>.log, characters as safe_name leaves them.
+# Written without backslashes and in RE2's syntax: the admission policy embeds it in CEL (smi/policy.py).
+REPORT_NAME = re.compile(r"nvidia-bug-report-[A-Za-z0-9._-]{1,320}-[0-9]{8}_[0-9]{6}[.]log")
 
 
 def smi_command(args: str) -> list[str]:

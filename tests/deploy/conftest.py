@@ -18,6 +18,7 @@ import pytest
 
 from gpuid.kube.client import connect
 from gpuid.sim import SimCluster, bundled_capture
+from tests.support.execpolicy import ExecTally, shipped_policy
 
 from .manifests import DEPLOYMENT
 from .stack import Prometheus, SimThread, free_port, http_get, start_gpuid, wait_until
@@ -115,9 +116,9 @@ def work_done(port: int, gpus: int) -> str | None:
 
 
 @pytest.fixture(scope="package")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+def live(tmp_path_factory: pytest.TempPathFactory, exec_tally: ExecTally) -> Iterator[Live]:
     work = tmp_path_factory.mktemp("observability")
-    with SimThread(work / "kubeconfig") as sim:
+    with SimThread(work / "kubeconfig", admission=shipped_policy().admit) as sim:
         port = free_port()
         gpuid = start_gpuid(gpuid_env(work, sim.kubeconfig, port), work / "gpuid.log")
         try:
@@ -135,3 +136,4 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
                 prometheus.stop()
         finally:
             assert gpuid.stop() == 0, gpuid.tail()
+    exec_tally.check("the observability stack (tests/deploy)", sim.server.connect_log)

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from gpuid.sim import SimApiServer, SimCluster
+from gpuid.sim import AdmissionHook, SimApiServer, SimCluster
 
 from .manifests import tool
 
@@ -61,8 +61,9 @@ def wait_until(check: Callable[[], T | None], timeout: float, what: str) -> T:
 class SimThread:
     """``SimCluster`` + ``SimApiServer`` served from a background thread; ``run`` runs code on its loop."""
 
-    def __init__(self, kubeconfig: Path) -> None:
+    def __init__(self, kubeconfig: Path, admission: AdmissionHook | None = None) -> None:
         self.cluster = SimCluster()
+        self.server = SimApiServer(self.cluster, bookmark_interval=0.5, admission=admission)
         self.kubeconfig = kubeconfig
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -73,7 +74,7 @@ class SimThread:
 
     async def _serve(self) -> None:
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        async with SimApiServer(self.cluster, bookmark_interval=0.5) as server:
+        async with self.server as server:
             server.write_kubeconfig(self.kubeconfig)
             self._ready.set()
             await self._stop.wait()

@@ -13,7 +13,7 @@ import yaml
 from tests.test_docs import TESTED_ON_OUTPUT, jq_recipes
 
 from .conftest import HEALTHY_NODES, Live
-from .manifests import ROOT, environment, one, tool, workloads
+from .manifests import ROOT, environment, one, render_dir, tool, workloads
 
 LOG_RECIPES = {
     "leader": "Which replica scans",
@@ -66,14 +66,6 @@ def test_verify_recipes_work_on_real_gpuid_logs(live: Live) -> None:
     [report] = [row.split("\t") for row in bug_reports.splitlines()]
     assert report[:3] == ["gb200", "r1", "bug report collected"]
     assert re.fullmatch(r"nvidia-bug-report-gb200-r1-\d{8}_\d{6}\.log\.gz", report[3])
-
-
-def render_dir(directory: Path) -> list[dict[str, object]]:
-    proc = subprocess.run(
-        [tool("kubectl"), "kustomize", str(directory)], capture_output=True, text=True, check=False
-    )
-    assert proc.returncode == 0, proc.stderr
-    return [d for d in yaml.safe_load_all(proc.stdout) if d]
 
 
 def own_overlays() -> list[str]:
