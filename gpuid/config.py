@@ -84,18 +84,25 @@ def load_settings(values: Mapping[str, str]) -> Settings:
     names = exporter_names(env)
     bug_reports = BugReportSettings.from_env(env, watch.node_name)
     s3 = S3Settings.from_env(env) if "s3" in names else None
+    postgres = PostgresSettings.from_env(env) if "postgres" in names else None
+    delivery = DeliverySettings.from_env(env)
+    if postgres is not None and postgres.batch_size > delivery.queue_size:
+        raise ConfigError(
+            f"POSTGRES_BATCH_SIZE={postgres.batch_size} is invalid:"
+            f" must be <= EXPORT_QUEUE_SIZE ({delivery.queue_size})"
+        )
     leader = LeaderSettings.from_env(env, watch.node_name)
     return Settings(
         cluster_name=cluster,
         watch=watch,
         scan=ScanSettings.from_env(env),
         drivers=DriverSettings.from_env(env, watch),
-        delivery=DeliverySettings.from_env(env),
+        delivery=delivery,
         exporters=ExporterSettings(
             names=names,
             cluster=cluster,
             s3=s3,
-            postgres=PostgresSettings.from_env(env) if "postgres" in names else None,
+            postgres=postgres,
             http=HttpSettings.from_env(env) if "http" in names else None,
         ),
         bug_reports=bug_reports,

@@ -87,6 +87,7 @@ OPTIONS: list[Option] = [
     Option('POSTGRES_MOVES_TABLE', 'gpu_moves', 'One row per GPU seen on a different machine than before.', 'export'),
     Option('POSTGRES_AUTO_MIGRATE', 'false', 'Create and upgrade the tables at start-up (needs DDL rights).', 'export'),
     Option('POSTGRES_POOL_SIZE', '4', 'Most connections to PostgreSQL.', 'export'),
+    Option('POSTGRES_BATCH_SIZE', '2000', 'Most records per transaction written to PostgreSQL (instead of EXPORT_BATCH_SIZE).', 'export'),
     Option('POSTGRES_TIMEOUT', '10s', 'Connect and statement timeout.', 'export'),
     Option('HTTP_ENDPOINT', '', 'URL the http exporter POSTs each batch to as a JSON array (required with it).', 'export'),
     Option('HTTP_TIMEOUT', '10s', 'Timeout of one HTTP request.', 'export'),

@@ -24,7 +24,7 @@ from gpuid.delivery.lane import Lane, Tally
 from gpuid.delivery.send import Sender
 from gpuid.delivery.settings import DeliverySettings
 from gpuid.delivery.spool import Spool
-from gpuid.exporters import Exporter
+from gpuid.exporters import Exporter, batch_limit
 from gpuid.metrics import Metrics
 from gpuid.records import Record
 
@@ -46,7 +46,9 @@ class Delivery:
         self._senders: dict[str, Sender] = {}
         for exporter in exporters:
             metrics.init_exporter(exporter.name)
-            lane = Lane(exporter, spool.lane(exporter.name) if spool else None)
+            lane = Lane(
+                exporter, spool.lane(exporter.name) if spool else None, batch_limit(exporter, cfg.batch_size)
+            )
             self._lanes.append(lane)
             self._senders[lane.name] = Sender(lane, metrics, cfg.retry_max_backoff)
             if lane.spool is not None and lane.spool.segments:
@@ -140,7 +142,7 @@ class Delivery:
         """Wait for a full batch, or for ``flush_interval`` after the first record."""
         loop = asyncio.get_running_loop()
         deadline: float | None = None
-        while len(lane.pending) < self._config.batch_size:
+        while len(lane.pending) < lane.batch_size:
             if lane.pending:
                 deadline = deadline or loop.time() + self._config.flush_interval
                 if loop.time() >= deadline:
@@ -149,7 +151,7 @@ class Delivery:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout_at(deadline):
                     await lane.wakeup.wait()
-        lane.batch = list(islice(lane.pending, self._config.batch_size))
+        lane.batch = list(islice(lane.pending, lane.batch_size))
         return lane.batch
 
     def _done(self, lane: Lane, count: int, refused: list[int]) -> None:
@@ -186,5 +188,5 @@ class Delivery:
             if not lane.pending:
                 return
             # An interrupted batch is sent again unchanged, so exporters can recognise the retry.
-            lane.batch = lane.batch or list(islice(lane.pending, self._config.batch_size))
+            lane.batch = lane.batch or list(islice(lane.pending, lane.batch_size))
             self._done(lane, len(lane.batch), await self._senders[lane.name].send(lane.batch))

@@ -28,9 +28,10 @@ class Tally(NamedTuple):
 class Lane:
     """The queue and state of one exporter."""
 
-    def __init__(self, exporter: Exporter, spool: SpoolLane | None) -> None:
+    def __init__(self, exporter: Exporter, spool: SpoolLane | None, batch_size: int) -> None:
         self.exporter = exporter
         self.name = exporter.name
+        self.batch_size = batch_size  # EXPORT_BATCH_SIZE, or the exporter's own (POSTGRES_BATCH_SIZE)
         self.spool = spool
         self.pending: deque[Record] = deque()  # oldest first; the batch in flight is its head
         self.batch: list[Record] = []

@@ -72,6 +72,12 @@ def attempt_timeout(exporter: Exporter) -> float:
     return float(timeout) if isinstance(timeout, int | float) and timeout > 0 else DEFAULT_TIMEOUT
 
 
+def batch_limit(exporter: Exporter, default: int) -> int:
+    """Most records per batch for ``exporter``: its own ``batch_size`` if it has one, else ``default``."""
+    size = getattr(exporter, "batch_size", None)
+    return size if isinstance(size, int) and size > 0 else default
+
+
 # name -> (module, factory attribute, pip extra that brings its client)
 REGISTRY: dict[str, tuple[str, str, str | None]] = {
     "stdout": ("gpuid.exporters.stdout", "StdoutExporter", None),

@@ -1,46 +1,38 @@
-# ruff: noqa: S608 - table names are validated identifiers, quoted; every value is a bind parameter
 """PostgreSQL exporter: reading history, current inventory and GPU moves.
 
-One transaction per batch: the batch is COPY'd into a temp table, inserted
-into the history with ``ON CONFLICT DO NOTHING`` on its natural key (a retried
-batch adds nothing), and folded into the inventory under row locks. A GPU
-whose newest reading is on another machine (node name when the machine is
-unknown) than its inventory row says has *moved*: that lands in the moves
-table and in a ``gpu_moved`` log event. Readings older than the inventory's
-``last_seen`` (a spool replay) only extend history and ``first_seen``.
+Each batch is one transaction, written one of two ways (``pg_write``): into
+the history only when, by the inventory cache (``pg_cache``), it changes no
+inventory row; otherwise folded into the inventory. A stale cache, a change
+the cache's first look missed, or a replayed batch sends it round again the
+safe way. The connection that writes
+is kept between batches (a pool round trip less per batch) and given back to
+the pool on any failure, which also drops the cache. Failures are sorted into
+the exception tree by ``pg_check``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Sequence
-from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 import structlog
 
-from gpuid.errors import ExportError
+from gpuid.errors import ExportError, RecordError
 from gpuid.exporters import ExporterSettings
-from gpuid.exporters.postgres.fold import fold, observed_at
-from gpuid.exporters.postgres.schema import READING_COLUMNS, Tables, check_schema, migrate
+from gpuid.exporters.postgres.cache import DEFAULT_CAPACITY, InventoryCache
+from gpuid.exporters.postgres.check import classify, prepare
+from gpuid.exporters.postgres.fold import MOVE_COLUMNS
+from gpuid.exporters.postgres.migrations import check_writer_schema, migrate
+from gpuid.exporters.postgres.schema import Tables
 from gpuid.exporters.postgres.settings import PostgresSettings
+from gpuid.exporters.postgres.write import BatchWriter, Changes, Stale
 from gpuid.records import GPUReading, Record
 
 log = structlog.get_logger("gpuid.exporters.postgres")
-
-COLUMNS = [name for name, _ in READING_COLUMNS]
-# SQLSTATE classes worth retrying: connection, resources, operator intervention, rollback, lock.
-_TRANSIENT_CLASSES = ("08", "53", "57", "40", "55")
-_HINTS = {
-    "28": "check POSTGRES_USER and POSTGRES_PASSWORD",
-    "3D": "check POSTGRES_DB",
-    "42501": "grant gpuid INSERT, UPDATE and SELECT on its tables",
-    "42P01": "set POSTGRES_AUTO_MIGRATE=true once, or create the tables (docs/exporters.md)",
-}
 
 
 def connect_kwargs(config: PostgresSettings) -> dict[str, Any]:
@@ -66,32 +58,22 @@ async def connect(config: PostgresSettings) -> Any:
 
 
 def postgres_error(e: BaseException, config: PostgresSettings) -> ExportError:
-    """Wrap a connection or query failure: transient or not, with a hint, secrets removed."""
-    if isinstance(e, ExportError):
-        return e
-    if isinstance(e, asyncpg.PostgresError):
-        state = e.sqlstate or ""
-        transient = state[:2] in _TRANSIENT_CLASSES
-        hint = _HINTS.get(state) or _HINTS.get(state[:2])
-        message = f"postgres {config.target}: {e} (SQLSTATE {state})" + (f"; {hint}" if hint else "")
-    else:
-        # Refused, reset, timed out, connection lost mid-query: the server may come back.
-        transient = isinstance(e, OSError | TimeoutError) or (
-            isinstance(e, asyncpg.InterfaceError) and not isinstance(e, asyncpg.DataError)
-        )
-        message = f"postgres {config.target}: {type(e).__name__}: {e}"
-    for secret in config.secrets():
-        message = message.replace(secret, "***")
-    return ExportError(message, transient=transient)
+    """A connection or query failure as an ``ExportError`` (transient, record or lane)."""
+    return classify(e, config)
 
 
 class PostgresExporter:
     name = "postgres"
 
-    def __init__(self, config: PostgresSettings) -> None:
+    def __init__(self, config: PostgresSettings, *, cache_capacity: int = DEFAULT_CAPACITY) -> None:
         self.config = config
+        self.batch_size = config.batch_size  # delivery's batch for this lane (POSTGRES_BATCH_SIZE)
         self.tables = Tables.from_settings(config)
+        self.cache = InventoryCache(cache_capacity)
+        self.writer = BatchWriter(self.tables, self.cache)
         self._pool: Any = None
+        self._conn: Any = None  # the connection that writes, kept between batches
+        self._one_batch = asyncio.Lock()  # concurrent callers take turns on that connection
 
     @classmethod
     def from_settings(cls, settings: ExporterSettings) -> PostgresExporter:
@@ -105,17 +87,15 @@ class PostgresExporter:
                 min_size=1, max_size=cfg.pool_size, command_timeout=cfg.timeout, **connect_kwargs(cfg)
             )
         except Exception as e:  # "from None": the library's error may quote the DSN
-            raise postgres_error(e, cfg) from None
+            raise classify(e, cfg) from None
         try:
             async with pool.acquire(timeout=cfg.timeout) as conn:
-                if cfg.auto_migrate:
-                    if applied := await migrate(conn, self.tables):
-                        log.info("postgres schema migrated", versions=applied, schema=cfg.schema)
-                else:
-                    await check_schema(conn, self.tables)
+                if cfg.auto_migrate and (applied := await migrate(conn, self.tables)):
+                    log.info("postgres schema migrated", versions=applied, schema=cfg.schema)
+                await check_writer_schema(conn, self.tables)
         except Exception as e:
             pool.terminate()
-            raise postgres_error(e, cfg) from None
+            raise classify(e, cfg) from None
         except BaseException:  # cancelled while connecting: leave no connection behind
             pool.terminate()
             raise
@@ -123,58 +103,58 @@ class PostgresExporter:
         log.info("postgres connected", target=cfg.target, schema=cfg.schema)
 
     async def export(self, batch: Sequence[Record]) -> None:
-        readings = [r for r in batch if isinstance(r, GPUReading)]  # gpu_changed: gpu_moves has the moves
         if self._pool is None:
             raise ExportError("postgres: not connected", transient=True)
+        # gpu_changed records are not stored: gpu_moves holds the moves, derived from the readings.
+        at = [i for i, r in enumerate(batch) if isinstance(r, GPUReading)]
+        readings = [r for r in batch if isinstance(r, GPUReading)]
+        if not readings:
+            return
         try:
-            async with self._pool.acquire(timeout=self.config.timeout) as conn, conn.transaction():
-                moves = await self._write(conn, readings)
-        except Exception as e:
-            raise postgres_error(e, self.config) from None
+            rows = prepare(readings)  # RecordError for the records that can never be stored
+        except RecordError as e:
+            raise _in_batch(e, at) from None
+        async with self._one_batch:
+            try:
+                moves = await self._write(rows)
+            except BaseException as e:
+                self.cache.clear()  # whatever we believed may not have been committed
+                await self._release()
+                if not isinstance(e, Exception):
+                    raise
+                raise _in_batch(classify(e, self.config, readings), at) from None
+        logger = log.bind() if moves else log  # bind once, not once per move
         for move in moves:
-            log.info("gpu_moved", **{k: str(v) if isinstance(v, datetime) else v for k, v in move.items()})
+            logger.info("gpu_moved", **{k: _loggable(v) for k, v in zip(MOVE_COLUMNS, move, strict=True)})
 
-    async def _write(self, conn: Any, batch: Sequence[GPUReading]) -> list[dict[str, Any]]:
-        t = self.tables
-        rows = [
-            (
-                *(getattr(r, c) for c in COLUMNS[:-2]),
-                json.dumps([asdict(m) for m in r.mig_devices]),
-                observed_at(r),
-            )
-            for r in batch
-        ]
-        # Per connection, emptied at each commit: cheaper than creating it for every batch.
-        await conn.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS gpuid_stage (LIKE {t.readings} INCLUDING DEFAULTS)"
-            " ON COMMIT DELETE ROWS"
-        )
-        await conn.copy_records_to_table("gpuid_stage", records=rows, columns=COLUMNS)
-        cols = ", ".join(COLUMNS)
-        await conn.execute(
-            f"INSERT INTO {t.readings} ({cols}) SELECT {cols} FROM gpuid_stage ON CONFLICT DO NOTHING"
-        )
-        current = await conn.fetch(
-            f"SELECT cluster, gpu_uuid, node, machine, first_seen, last_seen, moves FROM {t.inventory}"
-            f" WHERE (cluster, gpu_uuid) IN (SELECT cluster, gpu_uuid FROM gpuid_stage) FOR UPDATE"
-        )
-        upserts, earlier, moves = fold(batch, {(r["cluster"], r["gpu_uuid"]): dict(r) for r in current})
-        if moves:
-            keys = ("cluster", "gpu_uuid", "gpu_serial", "from_node", "from_machine", "to_node", "to_machine")
-            await conn.executemany(
-                f"INSERT INTO {t.moves} ({', '.join(keys)}, previous_seen, moved_at)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
-                [(*(m[k] for k in keys), m["previous_seen"], m["moved_at"]) for m in moves],
-            )
-        if upserts:  # one statement for the whole batch: columns as arrays
-            await conn.execute(_UPSERT.format(inventory=t.inventory), *map(list, zip(*upserts, strict=True)))
-        if earlier:
-            await conn.executemany(
-                f"UPDATE {t.inventory} SET first_seen = LEAST(first_seen, $3)"
-                " WHERE cluster = $1 AND gpu_uuid = $2",
-                earlier,
-            )
-        return moves
+    async def _write(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        conn, unchanged, replay = await self._connection(), self.cache.likely_unchanged(rows), False
+        while True:
+            try:
+                if unchanged:
+                    await self.writer.add_history(conn, rows, replay)
+                    return []
+                return await self.writer.fold(conn, rows, replay)
+            except Stale:
+                self.cache.clear()
+                unchanged = False
+            except Changes:
+                unchanged = False
+            except asyncpg.UniqueViolationError:
+                if replay:
+                    raise
+                replay = True  # some of the batch is already stored: a retried or overlapping batch
+
+    async def _connection(self) -> Any:
+        if self._conn is None:
+            self._conn = await self._pool.acquire(timeout=self.config.timeout)
+        return self._conn
+
+    async def _release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # a broken connection is dropped by the pool
+                await self._pool.release(conn, timeout=self.config.timeout)
 
     async def health(self) -> bool:
         if self._pool is None:
@@ -186,6 +166,9 @@ class PostgresExporter:
             return False
 
     async def close(self) -> None:
+        self.cache.clear()
+        if self._pool is not None:
+            await self._release()
         pool, self._pool = self._pool, None
         if pool is not None:
             try:
@@ -196,20 +179,12 @@ class PostgresExporter:
                     pool.terminate()
 
 
-_UPSERT = """
-INSERT INTO {inventory} AS inv (cluster, gpu_uuid, gpu_serial, chassis_serial, product_name,
-    board_part_number, node, machine, module_id, gpu_index, pci_bus_id, driver_version, source,
-    first_seen, last_seen, moves)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-    $7::text[], $8::text[], $9::int[], $10::int[], $11::text[], $12::text[], $13::text[],
-    $14::timestamptz[], $15::timestamptz[], $16::int[])
-ON CONFLICT (cluster, gpu_uuid) DO UPDATE SET
-    gpu_serial = EXCLUDED.gpu_serial, chassis_serial = EXCLUDED.chassis_serial,
-    product_name = EXCLUDED.product_name, board_part_number = EXCLUDED.board_part_number,
-    node = EXCLUDED.node, machine = EXCLUDED.machine, module_id = EXCLUDED.module_id,
-    gpu_index = EXCLUDED.gpu_index, pci_bus_id = EXCLUDED.pci_bus_id,
-    driver_version = EXCLUDED.driver_version, source = EXCLUDED.source,
-    first_seen = LEAST(inv.first_seen, EXCLUDED.first_seen), last_seen = EXCLUDED.last_seen,
-    moves = EXCLUDED.moves, updated_at = now()
-WHERE inv.last_seen <= EXCLUDED.last_seen
-"""
+def _loggable(value: Any) -> Any:
+    return str(value) if isinstance(value, datetime) else value
+
+
+def _in_batch(error: ExportError, at: Sequence[int]) -> ExportError:
+    """``error`` with a ``RecordError``'s indexes moved from the readings to the whole batch."""
+    if isinstance(error, RecordError) and error.indexes:
+        return RecordError(str(error), indexes=tuple(at[i] for i in error.indexes))
+    return error

@@ -1,24 +1,29 @@
 # ruff: noqa: S608 - table names are validated identifiers, quoted; every value is a bind parameter
-"""PostgreSQL schema of gpuid: table names, versioned migrations, schema check.
+"""PostgreSQL schema of gpuid: table names, columns, and the statements the writer runs.
 
-Three tables, names configurable (``POSTGRES_*_TABLE``) and validated as
-identifiers before they are ever quoted into SQL; every value is a bind
-parameter. Migrations are opt-in (``POSTGRES_AUTO_MIGRATE``) so a DBA can run
-them once and grant gpuid INSERT/UPDATE only; they are idempotent, numbered,
-and serialised across replicas by an advisory lock. Append a migration, never
-edit one that has shipped.
+Names are configurable (``POSTGRES_*_TABLE``) and validated as identifiers
+before they are ever quoted into SQL; every value is a bind parameter (the
+writers' advisory lock key, an integer gpuid derives, is the one literal). From schema
+version 2 (``pg_migrations``) the inventory rows live in ``<inventory>_state``,
+written only when a GPU's place or identity changes; ``<inventory>`` is a view
+of it whose ``last_seen`` is the newest reading in the history; and
+``<inventory>_epoch`` counts inventory changes, so a writer can tell whether
+what it cached is still exact.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gpuid.errors import ExportError
+from gpuid.errors import ConfigError, LaneError
+from gpuid.exporters.postgres.fold import FACETS, MOVE_COLUMNS, ROW_COLUMNS
 from gpuid.exporters.postgres.settings import PostgresSettings
 
 MIGRATIONS_TABLE = "gpuid_schema_migrations"
-_LOCK_KEY = 0x67707569_64000001  # pg_advisory_xact_lock key: "gpuid" + 1
+_NAME_MAX = 63  # PostgreSQL truncates longer identifiers
 
 # (column, type) of the readings table in record order: COPY and the stage table use it.
 READING_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -43,33 +48,70 @@ READING_COLUMNS: tuple[tuple[str, str], ...] = (
     ("mig_devices", "jsonb NOT NULL"),
     ("observed_at", "timestamptz NOT NULL"),
 )
+# Columns of the inventory state table (version 2), in the order the exporter writes them.
+STATE_COLUMNS = (
+    "cluster",
+    "gpu_uuid",
+    "gpu_serial",
+    "chassis_serial",
+    "product_name",
+    "board_part_number",
+    "node",
+    "machine",
+    "module_id",
+    "gpu_index",
+    "pci_bus_id",
+    "driver_version",
+    "source",
+    "first_seen",
+    "changed_at",
+    "moves",
+)
 
 
 def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def derived(name: str, suffix: str) -> str:
+    """``name`` + ``suffix``, shortened so PostgreSQL does not truncate it into another name."""
+    return name[: _NAME_MAX - len(suffix)] + suffix
+
+
 @dataclass(frozen=True)
 class Tables:
-    """Schema-qualified, quoted table names, ready to put in SQL."""
+    """Schema-qualified, quoted names, ready to put in SQL."""
 
     schema: str
     readings: str
-    inventory: str
+    inventory: str  # a view from version 2 on (a table in version 1)
     moves: str
     migrations: str
+    state: str
+    epoch: str
     names: tuple[str, str, str, str]  # schema, readings, inventory, moves, unquoted
+    state_table: str  # unquoted
 
     @classmethod
     def from_settings(cls, config: PostgresSettings) -> Tables:
-        s = quote(config.schema)
+        s, inventory = quote(config.schema), config.inventory_table
+        names = (config.schema, config.readings_table, inventory, config.moves_table)
+        extra = (derived(inventory, "_state"), derived(inventory, "_epoch"))
+        if set(extra) & set(names[1:]):
+            raise ConfigError(
+                f"POSTGRES_INVENTORY_TABLE={inventory!r}: gpuid also uses {' and '.join(extra)},"
+                " which must differ from the other table names"
+            )
         return cls(
             schema=s,
             readings=f"{s}.{quote(config.readings_table)}",
-            inventory=f"{s}.{quote(config.inventory_table)}",
+            inventory=f"{s}.{quote(inventory)}",
             moves=f"{s}.{quote(config.moves_table)}",
             migrations=f"{s}.{quote(MIGRATIONS_TABLE)}",
-            names=(config.schema, config.readings_table, config.inventory_table, config.moves_table),
+            state=f"{s}.{quote(extra[0])}",
+            epoch=f"{s}.{quote(extra[1])}",
+            names=names,
+            state_table=extra[0],
         )
 
     @property
@@ -78,90 +120,70 @@ class Tables:
         return ",".join(self.names[1:])
 
 
-def migrations(t: Tables) -> list[tuple[int, str]]:
-    columns = ",\n    ".join(f"{name} {kind}" for name, kind in READING_COLUMNS)
-    v1 = f"""
-CREATE TABLE IF NOT EXISTS {t.readings} (
-    {columns},
-    ingested_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (cluster, gpu_uuid, observed_at, pod_uid)
-);
-CREATE INDEX IF NOT EXISTS {quote(t.names[1] + "_observed_at")} ON {t.readings} (observed_at);
-CREATE TABLE IF NOT EXISTS {t.inventory} (
-    cluster text NOT NULL,
-    gpu_uuid text NOT NULL,
-    gpu_serial text,
-    chassis_serial text,
-    product_name text,
-    board_part_number text,
-    node text NOT NULL,
-    machine text,
-    module_id integer,
-    gpu_index integer,
-    pci_bus_id text,
-    driver_version text,
-    source text,
-    first_seen timestamptz NOT NULL,
-    last_seen timestamptz NOT NULL,
-    moves integer NOT NULL DEFAULT 0,
-    updated_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (cluster, gpu_uuid)
-);
-CREATE INDEX IF NOT EXISTS {quote(t.names[2] + "_serial")} ON {t.inventory} (gpu_serial);
-CREATE INDEX IF NOT EXISTS {quote(t.names[2] + "_node")} ON {t.inventory} (node);
-CREATE INDEX IF NOT EXISTS {quote(t.names[2] + "_last_seen")} ON {t.inventory} (last_seen);
-CREATE TABLE IF NOT EXISTS {t.moves} (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    cluster text NOT NULL,
-    gpu_uuid text NOT NULL,
-    gpu_serial text,
-    from_node text,
-    from_machine text,
-    to_node text NOT NULL,
-    to_machine text,
-    previous_seen timestamptz,
-    moved_at timestamptz NOT NULL,
-    recorded_at timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (cluster, gpu_uuid, moved_at)
-);
-CREATE INDEX IF NOT EXISTS {quote(t.names[3] + "_moved_at")} ON {t.moves} (moved_at);
-"""
-    return [(1, v1)]
+class Statements:
+    """The SQL of the writer for one table set."""
 
-
-async def migrate(conn: Any, t: Tables) -> list[int]:
-    """Apply the migrations this table set lacks; returns the versions applied."""
-    applied: list[int] = []
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
-        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {t.schema}")
-        await conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {t.migrations} (tables text NOT NULL, version integer NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (tables, version))"
+    def __init__(self, t: Tables) -> None:
+        digest = hashlib.blake2b(f"gpuid writers {t.schema}.{t.key}".encode(), digest_size=8).digest()
+        self.lock = int.from_bytes(digest, "big", signed=True)  # the writers' advisory lock, per table set
+        self.begin_shared = f"BEGIN; SELECT pg_advisory_xact_lock_shared({self.lock})"
+        self.begin_exclusive = f"BEGIN; SELECT pg_advisory_xact_lock({self.lock})"
+        self.epoch = f"SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {t.epoch}"
+        self.bump = f"SELECT nextval('{t.epoch}')"
+        # Keys travel as two JSON arrays (asyncpg encodes a string far faster than a text[]);
+        # LATERAL ... OFFSET 0 makes one index probe per GPU, never a scan of the whole inventory.
+        keys = (
+            "ROWS FROM (json_array_elements_text($1::json), json_array_elements_text($2::json))"
+            " AS k(cluster, gpu_uuid)"
         )
-        rows = await conn.fetch(f"SELECT version FROM {t.migrations} WHERE tables = $1", t.key)
-        done = {row["version"] for row in rows}
-        for version, sql in migrations(t):
-            if version not in done:
-                await conn.execute(sql)
-                await conn.execute(
-                    f"INSERT INTO {t.migrations} (tables, version) VALUES ($1, $2)", t.key, version
-                )
-                applied.append(version)
-    return applied
+        columns = ", ".join(f"s.{c}" for c in ("cluster", "gpu_uuid", "source", *FACETS))
+        self.current = (
+            f"SELECT {columns}, s.first_seen, s.changed_at, s.moves FROM {keys} CROSS JOIN LATERAL"
+            f" (SELECT * FROM {t.state} s WHERE s.cluster = k.cluster AND s.gpu_uuid = k.gpu_uuid OFFSET 0) s"
+        )
+        self.newest = (
+            f"SELECT k.cluster, k.gpu_uuid, (SELECT max(r.observed_at) FROM {t.readings} r"
+            f" WHERE r.cluster = k.cluster AND r.gpu_uuid = k.gpu_uuid) FROM {keys}"
+        )
+        # Rows to merge are COPY'd into temp tables (per connection, emptied at commit), again because
+        # asyncpg encodes COPY rows far faster than array parameters.
+        self.stages = {
+            "gpuid_stage": _stage("gpuid_stage", t.readings, ROW_COLUMNS),
+            "gpuid_state_stage": _stage("gpuid_state_stage", t.state, STATE_COLUMNS),
+            "gpuid_move_stage": _stage("gpuid_move_stage", t.moves, MOVE_COLUMNS),
+        }
+        readings, moves = ", ".join(ROW_COLUMNS), ", ".join(MOVE_COLUMNS)
+        self.merge = {  # a replayed batch skips the readings already stored; so does a replayed move
+            "gpuid_stage": f"INSERT INTO {t.readings} ({readings})"
+            f" SELECT {readings} FROM gpuid_stage ON CONFLICT DO NOTHING",
+            "gpuid_state_stage": f"UPDATE {t.state} AS s"
+            f" SET {', '.join(f'{c} = v.{c}' for c in STATE_COLUMNS[2:])}, updated_at = now()"
+            " FROM gpuid_state_stage v WHERE s.cluster = v.cluster AND s.gpu_uuid = v.gpu_uuid",
+            "gpuid_move_stage": f"INSERT INTO {t.moves} ({moves})"
+            f" SELECT {moves} FROM gpuid_move_stage ON CONFLICT DO NOTHING",
+        }
+
+
+def _stage(name: str, like: str, columns: Sequence[str]) -> str:
+    return (
+        f"CREATE TEMP TABLE IF NOT EXISTS {name} ON COMMIT DELETE ROWS"
+        f" AS SELECT {', '.join(columns)} FROM {like} WITH NO DATA"
+    )
+
+
+async def absent(conn: Any, schema: str, names: list[str]) -> list[str]:
+    return [
+        name
+        for name in names
+        if await conn.fetchval("SELECT to_regclass($1)", f"{quote(schema)}.{quote(name)}") is None
+    ]
 
 
 async def check_schema(conn: Any, t: Tables) -> None:
-    """Fail clearly (and permanently) when the tables are not there."""
+    """Fail clearly (a lane error) when the tables readers and writers need are not there."""
     schema, *tables = t.names
-    missing = [
-        name
-        for name in tables
-        if await conn.fetchval("SELECT to_regclass($1)", f"{quote(schema)}.{quote(name)}") is None
-    ]
-    if missing:
-        raise ExportError(
+    if missing := await absent(conn, schema, tables):
+        raise LaneError(
             f"postgres: table(s) {', '.join(f'{schema}.{n}' for n in missing)} missing:"
-            " set POSTGRES_AUTO_MIGRATE=true once, or create them (docs/exporters.md, PostgreSQL)",
-            transient=False,
+            " set POSTGRES_AUTO_MIGRATE=true once, or create them (docs/exporters.md, PostgreSQL)"
         )

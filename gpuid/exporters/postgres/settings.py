@@ -44,6 +44,7 @@ class PostgresSettings:
     moves_table: str = "gpu_moves"
     auto_migrate: bool = False  # off: a DBA may grant INSERT/UPDATE only
     pool_size: int = 4
+    batch_size: int = 2_000  # ingest per row is ~1.5x faster than at 500: fixed costs per batch amortised
     timeout: float = 10.0
 
     @classmethod
@@ -82,6 +83,7 @@ class PostgresSettings:
             moves_table=tables["POSTGRES_MOVES_TABLE"],
             auto_migrate=env.bool("POSTGRES_AUTO_MIGRATE"),
             pool_size=env.int("POSTGRES_POOL_SIZE", minimum=1, maximum=100),  # max_connections is 100
+            batch_size=env.int("POSTGRES_BATCH_SIZE", minimum=1, maximum=100_000),
             timeout=env.duration("POSTGRES_TIMEOUT", minimum=0.1, maximum=HOUR),
         )
 
