@@ -23,6 +23,9 @@ T = TypeVar("T")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _LEVELS = ("debug", "info", "warning", "error")
+# Exporters that an EXPORTER_<NAME>=true flag turns on, so that kustomize components each set their
+# own flag and compose; EXPORTER_TYPE (shared with the Go gpuid) is still read, the two are joined.
+FLAGGED_EXPORTERS = ("stdout", "s3", "postgres", "http")
 
 
 def parse_duration(text: str) -> float:
@@ -126,6 +129,15 @@ class Settings:
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
+def selected_exporters(env: Env) -> tuple[str, ...]:
+    """EXPORTER_TYPE's names, then those turned on by an EXPORTER_<NAME> flag, each once; none = stdout."""
+    named = env.list("EXPORTER_TYPE")
+    if env.str("EXPORTER_TYPE") and not named:
+        raise ConfigError("EXPORTER_TYPE must name at least one exporter")
+    flagged = [name for name in FLAGGED_EXPORTERS if env.bool(f"EXPORTER_{name.upper()}")]
+    return tuple(dict.fromkeys([*named, *flagged])) or ("stdout",)
+
+
 def load_settings(values: Mapping[str, str]) -> Settings:
     """Validate ``values`` (normally ``os.environ``) into ``Settings``."""
     env = Env(values)
@@ -135,9 +147,7 @@ def load_settings(values: Mapping[str, str]) -> Settings:
     namespace = env.str("NAMESPACE")
     if not namespace:
         raise ConfigError("NAMESPACE must not be empty")
-    exporters = env.list("EXPORTER_TYPE")
-    if not exporters:
-        raise ConfigError("EXPORTER_TYPE must name at least one exporter")
+    exporters = selected_exporters(env)
     port = env.int("SERVER_PORT")
     if port > 65535:
         raise ConfigError(f"SERVER_PORT={port} is invalid: must be <= 65535")

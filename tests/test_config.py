@@ -69,6 +69,31 @@ def test_invalid_settings_name_the_variable(env: dict[str, str], message: str) -
         load_settings(env)
 
 
+@pytest.mark.parametrize(
+    ("env", "exporters"),
+    [
+        ({}, ("stdout",)),
+        ({"EXPORTER_TYPE": ""}, ("stdout",)),
+        ({"EXPORTER_S3": "true"}, ("s3",)),
+        ({"EXPORTER_S3": "true", "EXPORTER_POSTGRES": "true"}, ("s3", "postgres")),
+        ({"EXPORTER_STDOUT": "true", "EXPORTER_HTTP": "1", "EXPORTER_S3": "false"}, ("stdout", "http")),
+        ({"EXPORTER_TYPE": "postgres", "EXPORTER_S3": "true"}, ("postgres", "s3")),
+        ({"EXPORTER_TYPE": "s3,stdout", "EXPORTER_S3": "true", "EXPORTER_STDOUT": "yes"}, ("s3", "stdout")),
+        ({"EXPORTER_TYPE": "http", "EXPORTER_HTTP": "false"}, ("http",)),
+    ],
+)
+def test_exporters_are_exporter_type_joined_with_the_flags(
+    env: dict[str, str], exporters: tuple[str, ...]
+) -> None:
+    """Components each set their own EXPORTER_<NAME> flag, so any set of them composes; nothing = stdout."""
+    assert load_settings({"CLUSTER_NAME": "c", **env}).exporters == exporters
+
+
+def test_an_exporter_flag_that_is_not_a_boolean_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="EXPORTER_S3='s3' is invalid: not a boolean"):
+        load_settings({"CLUSTER_NAME": "c", "EXPORTER_S3": "s3"})
+
+
 def test_cli_flag_overrides_environment_and_bad_config_exits_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
