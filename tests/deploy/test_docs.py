@@ -1,4 +1,4 @@
-"""The README's deployment docs stay true: their jq recipes run on real gpuid logs, their overlay renders."""
+"""The deployment docs stay true: the README's jq recipes run on real gpuid logs, their overlays render."""
 
 from __future__ import annotations
 
@@ -11,7 +11,24 @@ from pathlib import Path
 import yaml
 
 from .conftest import HEALTHY_NODES, Live
-from .manifests import ROOT, environment, one, tool, workloads
+from .manifests import (
+    IMAGE,
+    ROOT,
+    VERSION,
+    container,
+    documents,
+    environment,
+    exporters_of,
+    find,
+    kustomize,
+    one,
+    own_overlay,
+    settings_of,
+    spool_shortfalls,
+    tool,
+    user_kustomization,
+    workloads,
+)
 
 VERIFY = "kubectl -n gpuid logs -l app.kubernetes.io/name=gpuid --tail=-1 | jq "
 
@@ -63,55 +80,76 @@ def test_verify_recipes_work_on_real_gpuid_logs(live: Live) -> None:
     assert re.fullmatch(r"nvidia-bug-report-gb200-r1-\d{8}_\d{6}\.log\.gz", report[3])
 
 
-def render_dir(directory: Path) -> list[dict[str, object]]:
-    proc = subprocess.run(
-        [tool("kubectl"), "kustomize", str(directory)], capture_output=True, text=True, check=False
-    )
-    assert proc.returncode == 0, proc.stderr
-    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+def own_overlays() -> dict[str, str]:
+    """The example overlay of each document that has one, as written there."""
+    found = {}
+    for doc in (ROOT / "README.md", ROOT / "docs" / "deploy.md"):
+        blocks = re.findall(r"```yaml\n(.*?)\n```", doc.read_text(), flags=re.S)
+        [example] = [b for b in blocks if b.startswith("# my-gpuid/kustomization.yaml")]
+        found[doc.name] = example
+    return found
 
 
-def test_the_documented_own_overlay_renders_with_its_settings(tmp_path: Path) -> None:
-    [example] = [
-        b
-        for b in re.findall(r"```yaml\n(.*?)\n```", docs(), flags=re.S)
-        if "my-gpuid/kustomization.yaml" in b
-    ]
-    (tmp_path / "gpuid").symlink_to(ROOT)  # the example sits next to a checkout named gpuid
-    (tmp_path / "my-gpuid").mkdir()
-    (tmp_path / "my-gpuid" / "kustomization.yaml").write_text(example)
-    rendered = render_dir(tmp_path / "my-gpuid")
-    [workload] = workloads(rendered)
-    env = environment(rendered, workload)
-    assert (env["CLUSTER_NAME"], env["EXPORTER_TYPE"], env["S3_BUCKET"], env["NODE_LABELS"]) == (
-        "prod-us-east-1",
-        "s3",
+def test_the_documented_own_overlays_render_with_their_settings(tmp_path: Path) -> None:
+    examples = own_overlays()
+    assert set(examples) == {"README.md", "deploy.md"}
+    for name, example in examples.items():
+        kustomization = yaml.safe_load(example)
+        assert list(kustomization)[-1] == "transformers", f"{name}: the wiring is not the last line"
+        rendered = documents(kustomize(own_overlay(tmp_path / name, "my-gpuid", kustomization)))
+        [workload] = workloads(rendered)
+        settings = settings_of(rendered, workload)
+        assert settings["CLUSTER_NAME"] == "prod-us-east-1", name
+        assert container(workload)["image"] == f"registry.example.com/gpuid:{VERSION}", name
+        assert one(rendered, "ClusterRole", "gpuid-node-labels"), name
+        assert spool_shortfalls(rendered, workload) == [], name
+        execs = {d["metadata"]["namespace"] for d in find(rendered, "Role") if "pods/exec" in str(d["rules"])}
+        assert execs == {settings["NAMESPACE"]}, name
+    readme = documents(kustomize(tmp_path / "README.md" / "my-gpuid"))
+    settings = settings_of(readme, workloads(readme)[0])
+    assert (exporters_of(settings), settings["S3_BUCKET"], settings["NAMESPACE"]) == (
+        ("s3",),
         "gpu-inventory",
-        "true",
+        "gpu-operator",
     )
+    deploy = documents(kustomize(tmp_path / "deploy.md" / "my-gpuid"))
+    settings = settings_of(deploy, workloads(deploy)[0])
+    assert exporters_of(settings) == ("s3", "postgres")
+    assert settings["NAMESPACE"] == "nvidia-gpu-operator"
+    assert {
+        d["metadata"]["namespace"] for d in deploy if d["kind"] in ("Deployment", "Service", "ServiceMonitor")
+    } == {"gpu-inventory"}
+
+
+def test_the_documented_mirror_is_one_images_entry(tmp_path: Path) -> None:
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    section = text.split("### Mirroring it into a private registry", 1)[1].split("\n### ", 1)[0]
+    [mirror] = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)\n```", section, flags=re.S)]
+    assert set(mirror) == {"images"}
+    for base in ("stdout", "daemonset"):
+        overlay = own_overlay(tmp_path / base, "mine", user_kustomization(f"overlays/{base}", **mirror))
+        [workload] = workloads(documents(kustomize(overlay)))
+        assert container(workload)["image"] == f"registry.example.com/gpuid:{VERSION}"
+    # The copy commands copy every platform, of this release's image.
+    assert f"crane copy {IMAGE}:{VERSION} registry.example.com/gpuid:{VERSION}" in section
     assert (
-        workload["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example.com/gpuid:0.1.0"
+        f"skopeo copy --all docker://{IMAGE}:{VERSION} docker://registry.example.com/gpuid:{VERSION}"
+        in section
     )
-    assert one(rendered, "ClusterRole", "gpuid-node-labels")
+    assert set(re.findall(r"ghcr\.io/[\w-]+/gpuid:\d[\w.]*", text)) == {f"{IMAGE}:{VERSION}"}
 
 
 def test_components_combine_with_the_daemonset(tmp_path: Path) -> None:
     """Per-node agents with S3 and a spool, bug reports and node labels: one DaemonSet with all of it."""
-    (tmp_path / "gpuid").symlink_to(ROOT)  # kustomize wants relative paths
-    (tmp_path / "mine").mkdir()
     components = ("s3", "spool", "bug-reports", "node-labels")
-    overlay = {
-        "resources": ["../gpuid/deployment/overlays/daemonset"],
-        "components": [f"../gpuid/deployment/components/{c}" for c in components],
-    }
-    (tmp_path / "mine" / "kustomization.yaml").write_text(yaml.safe_dump(overlay))
-    rendered = render_dir(tmp_path / "mine")
+    overlay = own_overlay(tmp_path, "mine", user_kustomization("overlays/daemonset", components))
+    rendered = documents(kustomize(overlay))
     [workload] = workloads(rendered)
     assert workload["kind"] == "DaemonSet"
     env = environment(rendered, workload)
-    assert env["EXPORTER_TYPE"] == "s3"
+    assert exporters_of(settings_of(rendered, workload)) == ("s3",)
     assert env["LEADER_ELECTION"] == "false"
     assert env["NODE_NAME"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
     assert env["AWS_SECRET_ACCESS_KEY"]["secretKeyRef"]["name"] == "gpuid-s3"
-    mounts = {m["mountPath"] for m in workload["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
-    assert mounts == {"/tmp", env["SPOOL_DIR"], env["BUG_REPORT_DIR"]}
+    mounts = {m["mountPath"] for m in container(workload)["volumeMounts"]}
+    assert mounts == {"/tmp", env["SPOOL_DIR"], env["SPOOL_DIR"] + "/s3", env["BUG_REPORT_DIR"]}
