@@ -20,7 +20,8 @@ RUN /opt/gpuid/bin/pip install --no-cache-dir -c constraints.txt ".[s3,postgres]
     && /opt/gpuid/bin/gpuid --version
 
 FROM python:3.12-slim
-ARG VERSION=0.1.0
+# pyproject.toml's version, passed by make image and the release workflow (written in one place).
+ARG VERSION
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="gpuid" \
       org.opencontainers.image.description="Tracks the physical identity of every NVIDIA GPU in a Kubernetes fleet" \

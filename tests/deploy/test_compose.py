@@ -4,10 +4,10 @@ Each combination is a user's overlay as docs/deploy.md writes it (an overlay, mo
 components, the wiring last), rendered once by the real kubectl. Every rendering is
 checked (the exporters gpuid will run, room for each spool lane, exec rights only
 where gpuid scans, the released image), every distinct object is validated for the
-oldest and newest Kubernetes, and gpuid is started in-process with every distinct
-container environment against the simulated cluster, its backends down: its
-/metrics must show a lane for each exporter the components selected and no other,
-each having received every record scanned.
+oldest and newest Kubernetes, and gpuid is started in-process (in one worker
+process per core) with every distinct container environment against the simulated
+cluster, its backends down: its /metrics must show a lane for each exporter the
+components selected and no other, each having received every record scanned.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ import asyncio
 import functools
 import itertools
 import json
+import multiprocessing
 import os
 import re
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,9 @@ import yaml
 
 from gpuid.app import App
 from gpuid.config import load_settings
+from gpuid.log import configure_logging
 from gpuid.options import OPTIONS
-from gpuid.sim import bundled_capture
-from tests.conftest import Sim
+from gpuid.sim import SimApiServer, SimCluster, bundled_capture
 
 from .conftest import sample
 from .manifests import (
@@ -66,7 +67,9 @@ WORKLOAD_OVERLAYS = tuple(o for o in OVERLAYS if o != "monitoring")  # monitorin
 AWS_SDK_VARIABLES = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}  # read by botocore, not by gpuid
 NODE, CAPTURE = "gpu-node-1", "gpuid-h100-sxm-x8"
 GPUS = len(bundled_capture(CAPTURE).gpu_uuids())
-AT_ONCE = 8  # gpuid instances running together in this event loop (most of their time is waiting)
+AT_ONCE = 8  # gpuid instances running together in one event loop (much of their time is waiting)
+WORKERS = min(os.cpu_count() or 2, 4)  # processes starting gpuid: its start-up is CPU-bound
+Start = tuple[int, dict[str, str], set[str], str]  # index, rendered environment, lanes it selects, rendering
 # Rendering every combination takes longer than a test's usual minute, in whichever test comes first.
 pytestmark = pytest.mark.timeout(600)
 
@@ -380,14 +383,14 @@ def started_env(env: dict[str, str], index: int, work: Path, kubeconfig: Path, c
 
 
 def lanes_in(metrics: str) -> set[str]:
-    """The exporters that have a delivery lane, from /metrics.
+    """The exporters that have a delivery lane: a ``gpuid_export_queue_depth`` series from start-up on."""
+    return set(re.findall(r'^gpuid_export_queue_depth\{exporter="([^"]+)"\}', metrics, re.M))
 
-    ``gpuid_export_queue_depth`` has a series per lane from start-up on; once gpuid
-    exposes ``gpuid_exporter_up`` it must name the same exporters.
-    """
-    lanes = set(re.findall(r'^gpuid_export_queue_depth\{exporter="([^"]+)"\}', metrics, re.M))
-    up = set(re.findall(r'^gpuid_exporter_up\{exporter="([^"]+)"\}', metrics, re.M))
-    return lanes if not up or up == lanes else lanes ^ up  # a mismatch shows as the differing names
+
+def up_in(metrics: str) -> set[str] | None:
+    """The exporters ``gpuid_exporter_up`` reports on; None while gpuid does not expose it."""
+    found = set(re.findall(r'^gpuid_exporter_up\{exporter="([^"]+)"\}', metrics, re.M))
+    return found if "# TYPE gpuid_exporter_up " in metrics else None
 
 
 def received_everything(metrics: str, lanes: set[str]) -> bool:
@@ -400,8 +403,8 @@ def received_everything(metrics: str, lanes: set[str]) -> bool:
     )
 
 
-async def run_gpuid(env: dict[str, str], session: aiohttp.ClientSession) -> set[str]:
-    """Start gpuid in-process, wait until every lane has the scanned records; its lanes."""
+async def run_gpuid(env: dict[str, str], session: aiohttp.ClientSession) -> str:
+    """Start gpuid in-process, wait until every lane has the scanned records; its /metrics then."""
     app = App(load_settings(env))
     task = asyncio.create_task(app.run(), name="gpuid-under-test")
     metrics = ""
@@ -413,7 +416,7 @@ async def run_gpuid(env: dict[str, str], session: aiohttp.ClientSession) -> set[
                 if app.server.port is not None:
                     async with session.get(f"http://127.0.0.1:{app.server.port}/metrics") as resp:
                         metrics = await resp.text()
-        return lanes_in(metrics)
+        return metrics
     except TimeoutError:
         gpus = sample(metrics, "gpuid_gpus_observed")
         waiting = {
@@ -425,32 +428,54 @@ async def run_gpuid(env: dict[str, str], session: aiohttp.ClientSession) -> set[
         assert await task == 0
 
 
-@pytest.mark.slow
-async def test_gpuid_runs_every_selected_exporter_with_each_rendered_environment(
-    renderings: list[Rendering], sim: Sim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    environments: dict[frozenset[tuple[str, str]], tuple[dict[str, str], set[str], str]] = {}
-    for r in renderings:
-        env = rendered_env(r)
-        environments.setdefault(frozenset(env.items()), (env, r.lanes(), r.name))
-    sim.cluster.add_node(NODE, capture=CAPTURE)
-    sim.cluster.add_pod(f"dp-{NODE}", node=NODE)
-    # The S3 client reads credentials from the process environment; never the instance metadata service.
-    for name in AWS_SDK_VARIABLES:
-        monkeypatch.setenv(name, "from-secretKeyRef")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    closed = free_port()
+def start_each(starts: list[Start], work: Path, logging: tuple[str, str]) -> list[str]:
+    """In a worker process: a simulated cluster of its own, gpuid started with each environment; problems."""
+    configure_logging(*logging)  # as the rendered settings ask, what gpuid's command line would set up
+    return asyncio.run(start_in_cluster(starts, work))
+
+
+async def start_in_cluster(starts: list[Start], work: Path) -> list[str]:
+    cluster = SimCluster()
+    cluster.add_node(NODE, capture=CAPTURE)
+    cluster.add_pod(f"dp-{NODE}", node=NODE)
+    closed = free_port()  # every backend is down: a loopback port nobody listens on
     at_once = asyncio.Semaphore(AT_ONCE)
 
     async def check(index: int, env: dict[str, str], lanes: set[str], name: str) -> str | None:
         try:
             async with at_once:
-                found = await run_gpuid(started_env(env, index, tmp_path, sim.kubeconfig, closed), session)
+                metrics = await run_gpuid(started_env(env, index, work, kubeconfig, closed), session)
         except (Exception, pytest.fail.Exception) as e:  # every environment is tried; all failures reported
             return f"{name}: {e}"
-        return None if found == lanes else f"{name}: lanes {sorted(found)}, selected {sorted(lanes)}"
+        if lanes_in(metrics) != lanes:
+            return f"{name}: lanes {sorted(lanes_in(metrics))}, selected {sorted(lanes)}"
+        up = up_in(metrics)  # once gpuid exposes gpuid_exporter_up, it reports on exactly those exporters
+        return None if up in (None, lanes) else f"{name}: gpuid_exporter_up for {sorted(up or ())}"
 
-    async with aiohttp.ClientSession() as session:
-        results = await asyncio.gather(*(check(i, *v) for i, v in enumerate(environments.values())))
-    print(f"\ngpuid started with {len(environments)} distinct environments of {len(renderings)} renderings")
-    assert [r for r in results if r] == []
+    async with SimApiServer(cluster, bookmark_interval=0.2) as server, aiohttp.ClientSession() as session:
+        kubeconfig = server.write_kubeconfig(work / f"kubeconfig-{starts[0][0]}")
+        return [p for p in await asyncio.gather(*(check(*start) for start in starts)) if p]
+
+
+@pytest.mark.slow
+def test_gpuid_runs_every_selected_exporter_with_each_rendered_environment(
+    renderings: list[Rendering], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each distinct environment once; the starts are shared by worker processes (gpuid's start-up is
+    CPU-bound, botocore's S3 client above all), each with its own simulated cluster and event loop."""
+    environments: dict[frozenset[tuple[str, str]], tuple[dict[str, str], set[str], str]] = {}
+    for r in renderings:
+        env = rendered_env(r)
+        environments.setdefault(frozenset(env.items()), (env, r.lanes(), r.name))
+    starts = [(i, *v) for i, v in enumerate(environments.values())]
+    [logging] = {(env["LOG_LEVEL"], env["LOG_FORMAT"]) for env, _, _ in environments.values()}
+    # The S3 client reads credentials from the process environment; never the instance metadata service.
+    for name in AWS_SDK_VARIABLES:
+        monkeypatch.setenv(name, "from-secretKeyRef")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context("spawn")) as pool:
+        shares = [starts[w::WORKERS] for w in range(WORKERS)]
+        each = functools.partial(start_each, work=tmp_path, logging=logging)
+        problems = [p for found in pool.map(each, shares) for p in found]
+    print(f"\ngpuid started with {len(starts)} distinct environments of {len(renderings)} renderings")
+    assert problems == []

@@ -123,9 +123,16 @@ def test_the_release_check_refuses_manifests_that_name_another_image(tmp_path: P
 
 def make_image(*args: str) -> str:
     """The commands `make image` would run (make -n: nothing runs, no Docker needed)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("IMAGE", "PLATFORMS", "PUSH")}
+    # Not what an enclosing make (make test) passes down: its flags and variables.
+    outer = ("IMAGE", "PLATFORMS", "PUSH", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
+    env = {k: v for k, v in os.environ.items() if k not in outer}
     proc = subprocess.run(
-        ["make", "-n", "image", *args], capture_output=True, text=True, check=True, cwd=ROOT, env=env
+        ["make", "--no-print-directory", "-n", "image", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env=env,
     )
     return " ".join(proc.stdout.replace("\\\n", " ").split())
 
