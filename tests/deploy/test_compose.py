@@ -33,15 +33,16 @@ import yaml
 from gpuid.app import App
 from gpuid.config import load_settings
 from gpuid.log import configure_logging
-from gpuid.options import OPTIONS
 from gpuid.sim import SimApiServer, SimCluster, bundled_capture
 
 from .conftest import sample
 from .manifests import (
+    AWS_SDK_VARIABLES,
     COMPONENTS,
     CUSTOM_KINDS,
     DEPLOYMENT,
     IMAGE,
+    KNOWN_VARIABLES,
     KUBERNETES_VERSIONS,
     OVERLAYS,
     VERSION,
@@ -64,7 +65,6 @@ from .stack import free_port
 
 EXPORTER_COMPONENTS = ("stdout", "s3", "postgres", "http")
 WORKLOAD_OVERLAYS = tuple(o for o in OVERLAYS if o != "monitoring")  # monitoring has nothing to add to
-AWS_SDK_VARIABLES = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}  # read by botocore, not by gpuid
 NODE, CAPTURE = "gpu-node-1", "gpuid-h100-sxm-x8"
 GPUS = len(bundled_capture(CAPTURE).gpu_uuids())
 AT_ONCE = 8  # gpuid instances running together in one event loop (much of their time is waiting)
@@ -190,7 +190,6 @@ def test_every_combination_of_components_over_every_overlay_renders(renderings: 
 
 
 def test_each_rendering_selects_exactly_the_exporters_of_its_components(renderings: list[Rendering]) -> None:
-    known = {o.env for o in OPTIONS} | AWS_SDK_VARIABLES
     problems = []
     for r in renderings:
         selected = set(exporters_of(r.settings))
@@ -198,7 +197,7 @@ def test_each_rendering_selects_exactly_the_exporters_of_its_components(renderin
             problems.append(f"{r.name}: gpuid would run {sorted(selected)}, not {sorted(r.lanes())}")
         if "EXPORTER_TYPE" in r.settings:  # components turn on their own flag, and so compose
             problems.append(f"{r.name}: sets EXPORTER_TYPE")
-        if unknown := set(environment(r.docs, r.workload)) - known:
+        if unknown := set(environment(r.docs, r.workload)) - KNOWN_VARIABLES:
             problems.append(f"{r.name}: variables gpuid does not know: {sorted(unknown)}")
     assert problems == []
 

@@ -20,7 +20,7 @@ import yaml
 from gpuid import __version__
 from gpuid.metrics import Metrics
 
-from .manifests import DEPLOYMENT, IMAGE, ROOT, VERSION, container, render, tool, workloads
+from .manifests import DEPLOYMENT, IMAGE, ROOT, VERSION, tool
 
 WORKFLOW = ROOT / ".github" / "workflows" / "release.yml"
 CHECK = ROOT / ".github" / "scripts" / "release_version.py"
@@ -41,12 +41,7 @@ def test_one_version_in_pyproject_the_image_tag_and_gpuid_build_info() -> None:
     build_info = re.search(r'^gpuid_build_info\{version="([^"]+)"\} 1\.0$', Metrics().render().decode(), re.M)
     assert build_info is not None
     assert VERSION == image["newTag"] == build_info[1] == __version__
-    assert (image["newName"], IMAGE) == (IMAGE, f"ghcr.io/{image['newName'].split('/')[1]}/gpuid")
-
-
-def test_every_workload_of_every_overlay_runs_the_released_image() -> None:
-    for overlay in ("stdout", "s3", "postgres", "http", "bugreport", "node-labels", "daemonset"):
-        assert {container(w)["image"] for w in workloads(render(overlay))} == {f"{IMAGE}:{VERSION}"}, overlay
+    assert image["newName"] == IMAGE  # ghcr.io/<the owner of the repository in pyproject.toml's urls>/gpuid
 
 
 def test_release_workflow_is_a_valid_github_workflow() -> None:
