@@ -8,7 +8,7 @@ BIN     := $(VENV)/bin
 RUNTIME := $(VENV)/.runtime
 DEV     := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench system-deps clean
+.PHONY: demo test lint typecheck unit bench system-deps clean image
 
 $(RUNTIME): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "gpuid needs Python >= 3.11" >&2; exit 1; }
@@ -39,6 +39,18 @@ unit: $(DEV) system-deps
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+# The container image as the release builds it (docker buildx; needs a Docker engine):
+#   make image                                                  this machine's platform, into Docker
+#   make image PLATFORMS=linux/amd64,linux/arm64 PUSH=1 IMAGE=registry.example.com/gpuid
+# A multi-platform image can only be pushed; arm64 on amd64 needs QEMU (docs/deploy.md).
+VERSION   := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
+IMAGE     ?= $(shell sed -n 's/^    newName: //p' deployment/base/kustomization.yaml)
+PLATFORMS ?= linux/$(shell uname -m | sed 's/x86_64/amd64/;s/aarch64/arm64/')
+image:
+	docker buildx build --platform $(PLATFORMS) \
+		--build-arg VERSION=$(VERSION) --build-arg REVISION=$$(git rev-parse HEAD) \
+		--tag $(IMAGE):$(VERSION) $(if $(PUSH),--push --sbom=true --provenance=mode=max,--load) .
 
 bench: $(DEV)
 	$(BIN)/python -m bench

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from gpuid.cli import build_parser, flag_values, main
-from gpuid.config import load_settings
+from gpuid.config import exporter_names, load_settings
 from gpuid.errors import ConfigError
-from gpuid.options import OPTIONS, Option, parse_duration
+from gpuid.options import OPTIONS, Env, Option, parse_duration
 
 
 def test_defaults_match_the_documented_ones() -> None:
@@ -69,6 +69,31 @@ def test_bad_durations_are_rejected(text: str) -> None:
 def test_invalid_settings_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         load_settings(env)
+
+
+@pytest.mark.parametrize(
+    ("env", "exporters"),
+    [
+        ({}, ("stdout",)),
+        ({"EXPORTER_TYPE": ""}, ("stdout",)),
+        ({"EXPORTER_S3": "true"}, ("s3",)),
+        ({"EXPORTER_S3": "true", "EXPORTER_POSTGRES": "true"}, ("s3", "postgres")),
+        ({"EXPORTER_STDOUT": "true", "EXPORTER_HTTP": "1", "EXPORTER_S3": "false"}, ("stdout", "http")),
+        ({"EXPORTER_TYPE": "postgres", "EXPORTER_S3": "true"}, ("postgres", "s3")),
+        ({"EXPORTER_TYPE": "s3,stdout", "EXPORTER_S3": "true", "EXPORTER_STDOUT": "yes"}, ("s3", "stdout")),
+        ({"EXPORTER_TYPE": "http", "EXPORTER_HTTP": "false"}, ("http",)),
+    ],
+)
+def test_exporters_are_exporter_type_joined_with_the_flags(
+    env: dict[str, str], exporters: tuple[str, ...]
+) -> None:
+    """Components each set their own EXPORTER_<NAME> flag, so any set of them composes; nothing = stdout."""
+    assert exporter_names(Env(env)) == exporters
+
+
+def test_an_exporter_flag_that_is_not_a_boolean_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="EXPORTER_S3='s3' is invalid: not a boolean"):
+        load_settings({"CLUSTER_NAME": "c", "EXPORTER_S3": "s3"})
 
 
 def test_cli_flag_overrides_environment_and_bad_config_exits_2(

@@ -1,17 +1,19 @@
-"""The alert rules: promtool checks and unit tests, one Operator copy, a runbook line for each."""
+"""The alert rules: promtool checks and unit tests, one Operator copy, a runbook for each."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .manifests import DEPLOYMENT, ROOT, one, render, tool
+from .manifests import DEPLOYMENT, REPOSITORY, ROOT, one, render, tool
 
 RULES = DEPLOYMENT / "prometheus" / "gpuid.rules.yaml"
 RULE_TESTS = DEPLOYMENT / "prometheus" / "gpuid.rules.test.yaml"
+RUNBOOKS = ROOT / "docs" / "troubleshooting.md"
 
 
 def alert_rules() -> list[dict[str, Any]]:
@@ -60,11 +62,42 @@ def test_the_prometheus_rule_of_the_monitoring_overlay_is_the_rules_file() -> No
     assert rule["spec"] == yaml.safe_load(RULES.read_text())
 
 
-def test_every_alert_has_severity_summary_and_description() -> None:
+def test_every_alert_has_severity_summary_description_and_runbook() -> None:
     for rule in alert_rules():
         assert rule["labels"]["severity"] in ("warning", "critical")
-        assert set(rule["annotations"]) == {"summary", "description"}
+        assert set(rule["annotations"]) == {"summary", "description", "runbook_url"}
         assert rule["for"]
+
+
+def github_anchors(markdown: str) -> dict[str, str]:
+    """Each heading's anchor as GitHub makes it (lowercase, spaces to dashes), with its section's text."""
+    sections = re.split(r"(?m)^#+ (.+)$", markdown)
+    return {
+        re.sub(r"[^\w\- ]", "", title).lower().replace(" ", "-"): body.strip()
+        for title, body in zip(sections[1::2], sections[2::2], strict=True)
+    }
+
+
+def test_every_runbook_url_points_at_a_section_of_the_troubleshooting_docs() -> None:
+    sections = github_anchors(RUNBOOKS.read_text())
+    page = f"{REPOSITORY}/blob/main/docs/troubleshooting.md"
+    for rule in alert_rules():
+        url, _, anchor = rule["annotations"]["runbook_url"].partition("#")
+        assert url == page, rule["alert"]
+        assert anchor == rule["alert"].lower()
+        assert len(sections.get(anchor, "")) > 100, (
+            f"{rule['alert']}: no runbook under #{anchor} in {RUNBOOKS.name}"
+        )
+
+
+def test_the_exporter_down_alert_fires_on_the_exporter_up_gauge() -> None:
+    """A backend outage no longer fails readiness (drains and rollouts go on): this alert reports it."""
+    [rule] = [r for r in alert_rules() if r["alert"] == "GpuidExporterDown"]
+    assert (rule["expr"], rule["for"], rule["labels"]["severity"]) == (
+        "gpuid_exporter_up == 0",
+        "10m",
+        "warning",
+    )
 
 
 def test_every_alert_has_a_runbook_line_in_the_docs() -> None:

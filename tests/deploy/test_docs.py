@@ -13,7 +13,24 @@ import yaml
 from tests.test_docs import TESTED_ON_OUTPUT, jq_recipes
 
 from .conftest import HEALTHY_NODES, Live
-from .manifests import ROOT, environment, one, render_dir, tool, workloads
+from .manifests import (
+    IMAGE,
+    ROOT,
+    VERSION,
+    container,
+    documents,
+    environment,
+    exporters_of,
+    find,
+    kustomize,
+    one,
+    own_overlay,
+    settings_of,
+    spool_shortfalls,
+    tool,
+    user_kustomization,
+    workloads,
+)
 
 LOG_RECIPES = {
     "leader": "Which replica scans",
@@ -68,63 +85,75 @@ def test_verify_recipes_work_on_real_gpuid_logs(live: Live) -> None:
     assert re.fullmatch(r"nvidia-bug-report-gb200-r1-\d{8}_\d{6}\.log\.gz", report[3])
 
 
-def own_overlays() -> list[str]:
-    """Every "my-gpuid" overlay the docs show, dedented (some sit in a numbered list)."""
+def own_overlays() -> dict[str, str]:
+    """Every "my-gpuid" overlay the docs show, dedented (some sit in a numbered list), by its first line."""
     blocks = re.findall(r"```yaml\n(.*?)\n *```", docs(), flags=re.S)
-    return list(dict.fromkeys(textwrap.dedent(b) for b in blocks if "my-gpuid/kustomization.yaml" in b))
+    examples = (textwrap.dedent(b) for b in blocks if "my-gpuid/kustomization.yaml" in b)
+    return {example.splitlines()[0]: example for example in examples}
 
 
-def render_own(example: str, tmp_path: Path) -> list[dict[str, object]]:
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    (tmp_path / "gpuid").symlink_to(ROOT)  # the example sits next to a checkout named gpuid
-    (tmp_path / "my-gpuid").mkdir()
-    (tmp_path / "my-gpuid" / "kustomization.yaml").write_text(example)
-    return render_dir(tmp_path / "my-gpuid")
-
-
-def test_every_documented_own_overlay_renders_and_names_its_cluster(tmp_path: Path) -> None:
+def test_every_documented_own_overlay_renders_names_its_cluster_and_ends_with_the_wiring(
+    tmp_path: Path,
+) -> None:
     examples = own_overlays()
-    assert len(examples) >= 2
-    for i, example in enumerate(examples):
-        rendered = render_own(example, tmp_path / str(i))
+    assert len(examples) >= 4
+    for i, (first, example) in enumerate(examples.items()):
+        kustomization = yaml.safe_load(example)
+        assert list(kustomization)[-1] == "transformers", f"{first}: the wiring is not the last line"
+        rendered = documents(kustomize(own_overlay(tmp_path / str(i), "my-gpuid", kustomization)))
         [workload] = workloads(rendered)
-        assert environment(rendered, workload)["CLUSTER_NAME"] == "prod-us-east-1"
+        settings = settings_of(rendered, workload)
+        assert settings["CLUSTER_NAME"] == "prod-us-east-1", first
+        execs = {d["metadata"]["namespace"] for d in find(rendered, "Role") if "pods/exec" in str(d["rules"])}
+        assert execs == {settings["NAMESPACE"]}, first
 
 
-def test_the_documented_own_overlay_renders_with_its_settings(tmp_path: Path) -> None:
-    [example] = [e for e in own_overlays() if "S3_BUCKET" in e]
-    rendered = render_own(example, tmp_path)
+def test_the_documented_full_overlay_renders_with_its_settings(tmp_path: Path) -> None:
+    [example] = [e for e in own_overlays().values() if "images:" in e and "S3_BUCKET" in e]
+    rendered = documents(kustomize(own_overlay(tmp_path, "my-gpuid", yaml.safe_load(example))))
     [workload] = workloads(rendered)
-    env = environment(rendered, workload)
-    assert (env["CLUSTER_NAME"], env["EXPORTER_TYPE"], env["S3_BUCKET"], env["NODE_LABELS"]) == (
-        "prod-us-east-1",
-        "s3",
-        "gpu-inventory",
-        "true",
-    )
-    assert (
-        workload["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example.com/gpuid:0.1.0"
-    )
+    settings = settings_of(rendered, workload)
+    assert container(workload)["image"] == f"registry.example.com/gpuid:{VERSION}"
     assert one(rendered, "ClusterRole", "gpuid-node-labels")
+    assert spool_shortfalls(rendered, workload) == []
+    assert exporters_of(settings) == ("s3", "postgres")
+    assert settings["NAMESPACE"] == "nvidia-gpu-operator"
+    assert {
+        d["metadata"]["namespace"]
+        for d in rendered
+        if d["kind"] in ("Deployment", "Service", "ServiceMonitor")
+    } == {"gpu-inventory"}
+
+
+def test_the_documented_mirror_is_one_images_entry(tmp_path: Path) -> None:
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    section = text.split("### Mirroring it into a private registry", 1)[1].split("\n### ", 1)[0]
+    [mirror] = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)\n```", section, flags=re.S)]
+    assert set(mirror) == {"images"}
+    for base in ("stdout", "daemonset"):
+        overlay = own_overlay(tmp_path / base, "mine", user_kustomization(f"overlays/{base}", **mirror))
+        [workload] = workloads(documents(kustomize(overlay)))
+        assert container(workload)["image"] == f"registry.example.com/gpuid:{VERSION}"
+    # The copy commands copy every platform, of this release's image.
+    assert f"crane copy {IMAGE}:{VERSION} registry.example.com/gpuid:{VERSION}" in section
+    assert (
+        f"skopeo copy --all docker://{IMAGE}:{VERSION} docker://registry.example.com/gpuid:{VERSION}"
+        in section
+    )
+    assert set(re.findall(r"ghcr\.io/[\w-]+/gpuid:\d[\w.]*", text)) == {f"{IMAGE}:{VERSION}"}
 
 
 def test_components_combine_with_the_daemonset(tmp_path: Path) -> None:
     """Per-node agents with S3 and a spool, bug reports and node labels: one DaemonSet with all of it."""
-    (tmp_path / "gpuid").symlink_to(ROOT)  # kustomize wants relative paths
-    (tmp_path / "mine").mkdir()
     components = ("s3", "spool", "bug-reports", "node-labels")
-    overlay = {
-        "resources": ["../gpuid/deployment/overlays/daemonset"],
-        "components": [f"../gpuid/deployment/components/{c}" for c in components],
-    }
-    (tmp_path / "mine" / "kustomization.yaml").write_text(yaml.safe_dump(overlay))
-    rendered = render_dir(tmp_path / "mine")
+    overlay = own_overlay(tmp_path, "mine", user_kustomization("overlays/daemonset", components))
+    rendered = documents(kustomize(overlay))
     [workload] = workloads(rendered)
     assert workload["kind"] == "DaemonSet"
     env = environment(rendered, workload)
-    assert env["EXPORTER_TYPE"] == "s3"
+    assert exporters_of(settings_of(rendered, workload)) == ("s3",)
     assert env["LEADER_ELECTION"] == "false"
     assert env["NODE_NAME"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
     assert env["AWS_SECRET_ACCESS_KEY"]["secretKeyRef"]["name"] == "gpuid-s3"
-    mounts = {m["mountPath"] for m in workload["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
-    assert mounts == {"/tmp", env["SPOOL_DIR"], env["BUG_REPORT_DIR"]}
+    mounts = {m["mountPath"] for m in container(workload)["volumeMounts"]}
+    assert mounts == {"/tmp", env["SPOOL_DIR"], env["SPOOL_DIR"] + "/s3", env["BUG_REPORT_DIR"]}

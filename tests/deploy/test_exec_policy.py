@@ -71,7 +71,7 @@ def test_the_policy_admits_what_each_overlay_configures_gpuid_to_run_and_nothing
     assert decide(policy, user, *scans, XML_COMMAND) is None
     assert decide(policy, user, *scans, ["sh", "-c", "id"]) is not None  # the policy applies to this user
     if settings.get("BUG_REPORT_ENABLED") == "true":
-        drivers = (settings["DRIVER_NAMESPACE"] or settings["NAMESPACE"], settings["DRIVER_CONTAINER"])
+        drivers = (settings.get("DRIVER_NAMESPACE") or settings["NAMESPACE"], settings["DRIVER_CONTAINER"])
         assert decide(policy, user, *drivers, bug_report_command(REPORT, 300)) is None
 
 
@@ -102,15 +102,19 @@ def rendered_example(tmp_path: Path, kustomization: str) -> list[Doc]:
     return render_dir(tmp_path / "my-gpuid")
 
 
-def test_the_documented_namespace_knob_moves_the_policy_with_gpuid(tmp_path: Path) -> None:
+def test_the_documented_knobs_move_the_policy_with_gpuid(tmp_path: Path) -> None:
+    """NAMESPACE moves the policy through the wiring; the documented patch sets the containers."""
     docs = rendered_example(tmp_path, documented("nvidia-gpu-operator"))
     policy = ExecPolicy(docs)
     [workload] = workloads(docs)
     user = service_account(workload)
-    assert decide(policy, user, "nvidia-gpu-operator", "nvidia-device-plugin", XML_COMMAND) is None
-    denied = decide(policy, user, "gpu-operator", "nvidia-device-plugin", XML_COMMAND)
+    assert decide(policy, user, "nvidia-gpu-operator", "nvidia-device-plugin-ctr", XML_COMMAND) is None
+    denied = decide(policy, user, "gpu-operator", "nvidia-device-plugin-ctr", XML_COMMAND)
     assert denied is not None
     assert "namespace" in denied
+    other = decide(policy, user, "nvidia-gpu-operator", "nvidia-device-plugin", XML_COMMAND)
+    assert other is not None
+    assert "containers" in other
 
 
 def test_the_documented_overlay_for_kubernetes_1_29_has_no_policy_and_validates(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from gpuid import __version__
 
 from .manifests import ROOT, tool
+from .test_release import WORKFLOW, make_image
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 OCI_LABELS = ("title", "description", "version", "revision", "licenses")
@@ -97,7 +98,10 @@ def test_oci_labels_carry_this_version() -> None:
     labels = " ".join(args for word, args in final if word == "LABEL")
     for name in OCI_LABELS:
         assert f"org.opencontainers.image.{name}=" in labels
-    assert ("ARG", f"VERSION={__version__}") in final
+    # No default to keep in step: make image and the release workflow pass pyproject.toml's version.
+    assert ("ARG", "VERSION") in final
+    assert f"--build-arg VERSION={__version__} " in make_image()
+    assert "VERSION=${{ needs.check.outputs.version }}" in WORKFLOW.read_text()
 
 
 def test_dockerignore_keeps_the_context_to_what_the_build_copies() -> None:

@@ -1,24 +1,24 @@
-"""Every overlay renders with kubectl, passes the Kubernetes schemas and configures gpuid correctly."""
+"""Every overlay renders with kubectl, passes the Kubernetes schemas and sets only what gpuid knows.
+
+Combinations of components over the overlays, and gpuid started with each, are in test_compose.py.
+"""
 
 from __future__ import annotations
 
 import re
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from gpuid import __version__
-from gpuid.app import App
-from gpuid.config import load_settings
-from gpuid.errors import ConfigError
-from gpuid.options import OPTIONS
-
 from .manifests import (
+    COMPONENTS,
+    CUSTOM_KINDS,
     DEPLOYMENT,
+    KNOWN_VARIABLES,
     KUBERNETES_VERSIONS,
     OVERLAYS,
+    components_of,
     environment,
     find,
     render,
@@ -27,16 +27,18 @@ from .manifests import (
     workloads,
 )
 
-# Read by the AWS SDK (botocore) inside the s3 exporter, not by gpuid's own settings.
-AWS_SDK_VARIABLES = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
-# Custom resources of the Prometheus Operator: kubernetes-validate has no schema for them.
-CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}
 SECRET_LIKE = re.compile(r"PASSWORD|TOKEN|SECRET|DSN|ACCESS_KEY")
 
 
-def test_every_overlay_directory_is_tested() -> None:
+def test_every_overlay_and_component_directory_is_tested() -> None:
     on_disk = {p.name for p in (DEPLOYMENT / "overlays").iterdir() if p.is_dir()}
     assert on_disk == set(OVERLAYS)
+    # exec-policy is in every overlay that runs gpuid (tests/deploy/test_exec_policy.py)
+    everywhere = {"exec-policy"}
+    assert {p.name for p in (DEPLOYMENT / "components").iterdir() if p.is_dir()} == set(
+        COMPONENTS
+    ) | everywhere
+    assert {c for o in OVERLAYS for c in components_of(o)} <= set(COMPONENTS) | everywhere
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
@@ -82,10 +84,9 @@ def test_kubernetes_validate_rejects_an_unknown_field(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_environment_variable_is_one_gpuid_knows(overlay: str) -> None:
-    known = {o.env for o in OPTIONS} | AWS_SDK_VARIABLES
     docs = render(overlay)
     for workload in workloads(docs):
-        unknown = sorted(set(environment(docs, workload)) - known)
+        unknown = sorted(set(environment(docs, workload)) - KNOWN_VARIABLES)
         assert unknown == [], f"{overlay}: {workload['kind']} sets variables gpuid does not know"
 
 
@@ -98,39 +99,3 @@ def test_secrets_are_referenced_never_inlined(overlay: str) -> None:
             if SECRET_LIKE.search(name):
                 assert isinstance(value, dict), f"{name} must come from a Secret, not a literal"
                 assert set(value) == {"secretKeyRef"}, f"{name} must come from a secretKeyRef"
-
-
-async def test_gpuid_accepts_the_configuration_of_every_overlay(tmp_path: Path) -> None:
-    """gpuid's own start-up validation (settings, exporters, leader, labels, bug reports) passes."""
-    checked = 0
-    for overlay in OVERLAYS:
-        docs = render(overlay)
-        for workload in workloads(docs):
-            env = {
-                name: resolved(name, value, tmp_path / overlay)
-                for name, value in environment(docs, workload).items()
-            }
-            assert env["CLUSTER_NAME"] == "change-me"  # the placeholder users must set; gpuid refuses it
-            with pytest.raises(ConfigError, match="CLUSTER_NAME='change-me' is the deployment's placeholder"):
-                load_settings(env)
-            app = App(load_settings(env | {"CLUSTER_NAME": "prod-east"}))
-            await app.delivery.drain(0.1)  # closes the exporters and the spool it opened
-            checked += 1
-    assert checked == len(OVERLAYS) - 1  # monitoring has no workload
-
-
-def resolved(name: str, value: Any, scratch: Path) -> str:
-    """A value as the container would see it: downward API and Secret values stand in, paths go to scratch."""
-    if isinstance(value, dict):
-        return {"NODE_NAME": "gpu-node-1", "LEASE_NAMESPACE": "gpuid"}.get(name, f"from-{next(iter(value))}")
-    if name in ("SPOOL_DIR", "BUG_REPORT_DIR"):
-        return str(scratch / name.lower())
-    return str(value)
-
-
-@pytest.mark.parametrize("overlay", [o for o in OVERLAYS if o != "monitoring"])
-def test_the_image_is_this_version_of_gpuid(overlay: str) -> None:
-    images = {
-        c["image"] for w in workloads(render(overlay)) for c in w["spec"]["template"]["spec"]["containers"]
-    }
-    assert images == {f"gpuid:{__version__}"}

@@ -117,7 +117,7 @@ def test_scan_roles_live_in_the_namespaces_gpuid_watches(overlay: str) -> None:
         namespaces = {k[1] for k, rules in roles(docs).items() if POD_EXEC in rules}
         expected = {settings["NAMESPACE"]}
         if settings.get("BUG_REPORT_ENABLED") == "true":
-            expected.add(settings["DRIVER_NAMESPACE"] or settings["NAMESPACE"])
+            expected.add(settings.get("DRIVER_NAMESPACE") or settings["NAMESPACE"])
         assert namespaces == expected
         if "gpuid-leader-election" in {k[2] for k in roles(docs)}:
             lease = next(r for k, r in roles(docs).items() if k[2] == "gpuid-leader-election")

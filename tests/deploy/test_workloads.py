@@ -17,6 +17,7 @@ from .manifests import (
     one,
     render,
     settings_of,
+    spool_shortfalls,
     workloads,
 )
 
@@ -51,6 +52,8 @@ def test_central_deployment_runs_two_replicas_with_leader_election(overlay: str)
     pdb = one(docs, "PodDisruptionBudget")
     assert pdb["spec"]["minAvailable"] == 1
     assert pdb["spec"]["selector"] == workload["spec"]["selector"]
+    # An unready replica (not synced, crash-looping) can always be evicted, so it never blocks a drain.
+    assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
 
 
 def test_daemonset_runs_one_agent_per_gpu_node_without_leader_election() -> None:
@@ -132,11 +135,18 @@ def test_every_directory_gpuid_writes_is_a_size_limited_volume(overlay: str) -> 
     for path in writes:
         assert path in mounts, f"{path} is written by gpuid but not mounted"
         assert volumes[mounts[path]]["emptyDir"]["sizeLimit"]
-    if settings.get("SPOOL_DIR"):  # the spool's own cap is reached before the kubelet evicts the pod
-        spool_volume = volumes[mounts[settings["SPOOL_DIR"]]]
-        lanes = len(settings.get("EXPORTER_TYPE", "stdout").split(","))  # the cap is per exporter
-        cap = lanes * int(settings["SPOOL_MAX_BYTES"])
-        assert mebibytes(spool_volume["emptyDir"]["sizeLimit"]) * 2**20 > cap
+    if settings.get("SPOOL_DIR"):  # each lane's own cap is reached before the kubelet evicts the pod
+        assert spool_shortfalls(docs, workload) == []
+
+
+def test_spool_room_is_checked_lane_by_lane() -> None:
+    """A control of spool_shortfalls: three exporters on the spool's root volume alone do not fit."""
+    docs, workload = workload_of("s3")
+    config = one(docs, "ConfigMap")
+    config["data"] |= {"EXPORTER_TYPE": "stdout,postgres", "EXPORTER_S3": "false"}
+    assert spool_shortfalls(docs, workload) == [
+        f"volume spool ({320 * 2**20} B) is too small for the spool lanes ['stdout', 'postgres']"
+    ]
 
 
 @pytest.mark.parametrize("overlay", WITH_WORKLOAD)
