@@ -151,7 +151,8 @@ async def run(size_mb: int, with_s3: bool) -> None:
                 target = Target("gpu-node-1", slim_pod(cluster.pod("driver")), "nvidia-driver-ctr")
                 local = LocalDirectory(Path(tmp) / "reports", keep=1)
                 cluster.pod_files.set_bug_report("driver", size=MB)
-                await collect_report(kube.core_ws, target, name="warmup", timeout=60, destinations=[local])
+                warmup = report_name(target.node, "warmup", datetime.now(UTC))
+                await collect_report(kube.core_ws, target, name=warmup, timeout=60, destinations=[local])
                 cluster.pod_files.set_bug_report("driver", size=size_mb * MB)
                 await measure("local", kube, target, local, size_mb)
                 if with_s3:

@@ -42,15 +42,16 @@ def peak_rss_mb(pid: int) -> float:
 class SimProcess:
     """``python -m bench.simproc``: one command line in, one JSON line out."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, tls: bool = True) -> None:
         self.proc: asyncio.subprocess.Process | None = None
         self.kubeconfig = ""
         self.pid = 0
+        self.tls = tls
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.simproc", stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, limit=1 << 20,
+            sys.executable, "-m", "bench.simproc", *(["--tls"] if self.tls else []),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 20,
         )  # fmt: skip
         hello = await self._read()
         self.kubeconfig, self.pid = hello["kubeconfig"], hello["pid"]

@@ -3,8 +3,9 @@
 Fleet benchmarks measure gpuid, not the simulator: with both in one event
 loop every exec the sim serves (WebSocket upgrade, 89 KB of frames) would be
 charged to gpuid, and on a 2-core machine the two would fight for one core.
-So ``python -m bench.simproc`` runs ``SimCluster`` + ``SimApiServer`` alone,
-prints ``{"url", "kubeconfig", "pid"}`` as its first stdout line, then answers
+So ``python -m bench.simproc [--tls]`` runs ``SimCluster`` +
+``SimApiServer`` alone (over HTTPS with ``--tls``, as real API servers
+speak), prints ``{"url", "kubeconfig", "pid"}`` as its first stdout line, then answers
 one JSON line per command line:
 
 - ``pods <namespace> <count> <capture> <delay> <ready 0|1> <prefix>``: add
@@ -64,7 +65,7 @@ async def serve() -> None:
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     with tempfile.TemporaryDirectory(prefix="gpuid-bench-") as tmp:
-        async with SimApiServer(cluster, bookmark_interval=1.0) as server:
+        async with SimApiServer(cluster, bookmark_interval=1.0, tls="--tls" in sys.argv[1:]) as server:
             kubeconfig = server.write_kubeconfig(Path(tmp) / "kubeconfig")
             hello = {"url": server.url, "kubeconfig": str(kubeconfig), "pid": os.getpid()}
             print(json.dumps(hello), flush=True)

@@ -35,6 +35,7 @@ from gpuid.fleet.writer import StateWriter
 from gpuid.health import HealthServer
 from gpuid.kube.client import KubeClients, connect
 from gpuid.kube.informer import Informer
+from gpuid.kube.nodegate import NodeExecGate
 from gpuid.kube.nodes import NodeDirectory, NodeListener
 from gpuid.kube.objects import PodInfo
 from gpuid.labels.writer import NodeLabeller
@@ -93,7 +94,10 @@ class App:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
-        clients = await connect(self.settings.kubeconfig, pool_size=self.settings.scan.workers + 8)
+        kube = self.settings.kube
+        clients = await connect(
+            kube.kubeconfig, pool_size=self.settings.scan.workers + 8, proxy_from_env=kube.proxy_from_env
+        )
         try:
             try:
                 await self.server.start()
@@ -129,6 +133,7 @@ class App:
         """Every long-lived part, wired through constructors; returns the scan setup and the tasks."""
         s = self.settings
         tasks: list[Task] = [("delivery", self.delivery.run)]
+        exec_gate = NodeExecGate()  # scans and bug reports: one exec conversation per node at a time
         if s.bug_reports.enabled or s.drivers.scan_source == "auto":
             self.drivers = DriverPods(
                 s.drivers, clients.core.list_namespaced_pod, self.metrics, s.watch.node_name
@@ -144,6 +149,7 @@ class App:
                 drivers=self.drivers,
                 metrics=self.metrics,
                 leading=self._leading,
+                exec_gate=exec_gate,
             )
             listeners.append(self.reporter.on_node_event)
             tasks.append(("bug-reports", self.reporter.run))
@@ -189,6 +195,7 @@ class App:
             on_scanned=_each(self.fleet.on_scanned, labeller.on_scanned if labeller is not None else None),
             on_failure=self.reporter.on_scan_failure if self.reporter and s.bug_reports.on_failure else None,
             on_pod_event=self.fleet.on_pod_event,
+            exec_gate=exec_gate,
         )
         return setup, tasks
 

@@ -22,6 +22,7 @@ from gpuid.exporters.http import HttpSettings
 from gpuid.exporters.postgres.settings import PostgresSettings
 from gpuid.exporters.s3client import S3Settings
 from gpuid.fleet.settings import FleetSettings
+from gpuid.kube.client import KubeSettings
 from gpuid.labels.scheme import LabelSettings
 from gpuid.leader.lease import LeaderSettings
 from gpuid.options import HOUR, Env
@@ -48,7 +49,7 @@ class Settings:
     log_level: str = "info"
     log_format: str = "auto"  # console on a TTY, JSON lines otherwise
     server_port: int = 8080
-    kubeconfig: str = ""  # empty: in-cluster, else ~/.kube/config
+    kube: KubeSettings = field(default_factory=KubeSettings)
 
 
 def exporter_names(env: Env) -> tuple[str, ...]:
@@ -113,7 +114,7 @@ def load_settings(values: Mapping[str, str]) -> Settings:
         log_level=env.choice("LOG_LEVEL", LOG_LEVELS),
         log_format=env.choice("LOG_FORMAT", LOG_FORMATS),
         server_port=port,
-        kubeconfig=env.str("KUBECONFIG"),
+        kube=KubeSettings.from_env(env),
     )
 
 

@@ -45,9 +45,10 @@ async def run_demo(settings: Settings, *, nodes: int = 3, snapshot: bool = False
     async with SimApiServer(cluster) as server:
         with tempfile.TemporaryDirectory(prefix="gpuid-demo-") as tmp:
             kubeconfig = server.write_kubeconfig(Path(tmp) / "kubeconfig")
+            kube = dataclasses.replace(settings.kube, kubeconfig=str(kubeconfig))
             if snapshot:
-                return await run_snapshot(dataclasses.replace(settings, kubeconfig=str(kubeconfig)))
-            app = App(dataclasses.replace(settings, kubeconfig=str(kubeconfig), server_port=0))
+                return await run_snapshot(dataclasses.replace(settings, kube=kube))
+            app = App(dataclasses.replace(settings, kube=kube, server_port=0))
             task = asyncio.create_task(app.run(), name="gpuid")
             try:
                 async with asyncio.timeout(DEMO_DEADLINE):

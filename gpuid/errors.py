@@ -48,11 +48,13 @@ class ExecError(GpuidError):
         stderr: str = "",
         timed_out: bool = False,
         transient: bool | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message, transient=transient)
         self.exit_code = exit_code
         self.stderr = stderr
         self.timed_out = timed_out
+        self.retry_after = retry_after  # the API server's Retry-After: wait at least this long
 
 
 class ParseError(GpuidError):
@@ -64,9 +66,17 @@ class ApiError(GpuidError):
 
     transient = True
 
-    def __init__(self, message: str, *, status: int | None = None, transient: bool | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        transient: bool | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message, transient=transient)
         self.status = status
+        self.retry_after = retry_after  # the API server's Retry-After: wait at least this long
 
 
 class ExportError(GpuidError):

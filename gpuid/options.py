@@ -47,7 +47,7 @@ OPTIONS: list[Option] = [
     Option('EXPORTER_S3', 'false', 'Run the s3 exporter (in addition to EXPORTER_TYPE).'),
     Option('EXPORTER_POSTGRES', 'false', 'Run the postgres exporter (in addition to EXPORTER_TYPE).'),
     Option('EXPORTER_HTTP', 'false', 'Run the http exporter (in addition to EXPORTER_TYPE).'),
-    Option('WORKERS', '16', 'Maximum concurrent pod scans.'),
+    Option('WORKERS', '64', 'Maximum concurrent pod scans (size: exec latency / CPU per scan; see docs/benchmarks.md).'),
     Option('TIMEOUT', '30s', 'Per-pod scan budget (Go-style 30s/5m/1h or plain seconds).'),
     Option('MAX_OUTPUT_BYTES', '4194304', 'Cap on nvidia-smi output per exec, in bytes (the parser refuses more than 4 MiB).'),
     Option('RETRY_MAX_BACKOFF', '5m', 'Longest wait between retries of a failing pod scan.'),
@@ -56,6 +56,7 @@ OPTIONS: list[Option] = [
     Option('LOG_FORMAT', 'auto', 'json, console, or auto (console on a TTY, else json).'),
     Option('SERVER_PORT', '8080', 'Port of /metrics, /healthz and /readyz (0 = any free port, logged at start-up).'),
     Option('KUBECONFIG', '', 'Kubeconfig path, used when not running in a cluster.'),
+    Option('KUBE_PROXY_FROM_ENV', 'false', "Reach the API server through the proxy HTTPS_PROXY/HTTP_PROXY name for it (NO_PROXY honoured), read once at start-up; off: only the kubeconfig's proxy-url."),
     # --- export ---
     Option('EXPORT_BATCH_SIZE', '500', 'Most records per batch sent to one exporter.', 'export'),
     Option('EXPORT_FLUSH_INTERVAL', '0s', 'Longest wait for a batch to fill; 0 = send as soon as the exporter is idle (records that queue meanwhile form the next batch).', 'export'),

@@ -192,7 +192,10 @@ async def run_snapshot(
     output = output or ("table" if out.isatty() else "json")
     metrics = Metrics()
     try:
-        clients = await connect(settings.kubeconfig, pool_size=settings.scan.workers + 4)
+        kube = settings.kube
+        clients = await connect(
+            kube.kubeconfig, pool_size=settings.scan.workers + 4, proxy_from_env=kube.proxy_from_env
+        )
     except GpuidError as e:
         err.write(f"gpuid snapshot: {e}\n")
         return 1

@@ -24,11 +24,12 @@ def test_defaults_match_the_documented_ones() -> None:
     assert s.watch.container == "nvidia-device-plugin"
     assert s.watch.node_name == ""
     assert s.exporters.names == ("stdout",)
-    assert s.scan.workers == 16
+    assert s.scan.workers == 64
     assert s.scan.timeout == 30.0
     assert s.scan.max_output_bytes == 4 * 1024 * 1024
     assert s.server_port == 8080
     assert (s.log_level, s.log_format) == ("info", "auto")
+    assert (s.kube.kubeconfig, s.kube.proxy_from_env) == ("", False)
 
 
 @pytest.mark.parametrize(

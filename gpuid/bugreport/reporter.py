@@ -6,7 +6,9 @@ failed with an nvidia-smi error (``failure``, at most once per node per
 ``api``. Jobs run under two limits: one collection per node at a time (a
 request waits for a running collection on its node; a failure or schedule
 job for a busy node is dropped, the running one serves it) and at most
-``BUG_REPORT_CONCURRENCY`` cluster-wide. Every collection is counted,
+``BUG_REPORT_CONCURRENCY`` cluster-wide; a collection also waits for a scan
+running on its node (``NodeExecGate``), and scans of it wait for the
+collection. Every collection is counted,
 timed and logged once with node, request id, size, sha256 and destination;
 requests get their outcome written back on the node (``gpuid.bugreport.jobs``).
 A bug report feature
@@ -32,6 +34,7 @@ from gpuid.bugreport.settings import BugReportSettings
 from gpuid.bugreport.sinks import Destination
 from gpuid.bugreport.status import BUG_REPORT_REQUEST, pending_request
 from gpuid.errors import BugReportError, ExecError
+from gpuid.kube.nodegate import NodeExecGate
 from gpuid.kube.objects import NodeInfo, PodInfo
 from gpuid.log import log_errors
 from gpuid.metrics import Metrics
@@ -53,8 +56,10 @@ class BugReporter:
         metrics: Metrics,
         destinations: list[Destination] | None = None,
         leading: Callable[[], bool] = lambda: True,
+        exec_gate: NodeExecGate | None = None,
     ) -> None:
         self.settings = settings
+        self._gate = exec_gate or NodeExecGate()  # shared with the scanner: one exec per node at a time
         self._drivers = drivers
         self._metrics = metrics
         self.destinations = (
@@ -176,8 +181,8 @@ class BugReporter:
                 del self._jobs[job.node]
 
     async def collect_in_turn(self, job: Job) -> Collected:
-        """``collect`` once the node is free and a cluster-wide slot is."""
-        async with self._node_locks[job.node], self._slots:
+        """``collect`` once the node is free, a cluster-wide slot is, and no scan runs on the node."""
+        async with self._node_locks[job.node], self._slots, self._gate.hold(job.node):
             return await self.collect(job)
 
     async def collect(self, job: Job) -> Collected:

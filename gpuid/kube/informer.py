@@ -6,8 +6,8 @@ full ``V1Pod`` model, costly at fleet scale, and hides 410s behind a retry with
 a stale resourceVersion. Here each event line is decoded once with ``json``
 and handed on as a dict. The loop lists, watches from the list's
 resourceVersion with bookmarks, re-lists on 410, and reconnects with capped
-backoff on disconnects, 5xx and 429. A re-list diffs against what is known,
-so an object added or deleted while disconnected is never missed.
+backoff on disconnects, 5xx and 429 (at least its ``Retry-After``); a re-list
+diffs against what is known, so nothing added or deleted meanwhile is missed.
 
 Lists are paginated (``limit``/``continue``): each page has its own read
 timeout, and a page that fails is asked for again with the same continue
@@ -30,7 +30,7 @@ import aiohttp
 import structlog
 
 from gpuid.errors import ApiError, ExpiredError
-from gpuid.kube.api import open_stream, status_error
+from gpuid.kube.api import open_stream, pause, status_error
 from gpuid.kube.shapes import MalformedError, Page, decode_page, uid_of
 from gpuid.metrics import Metrics
 from gpuid.retry import Backoff
@@ -104,7 +104,8 @@ class Informer:
                     rv = None
                     continue
                 self._metrics.watch_restarts.labels("error").inc()
-                delay = self._backoff.next_delay()
+                advice = e.retry_after if isinstance(e, ApiError) else None  # a 429 says when to return
+                delay = max(self._backoff.next_delay(), 0 if advice is None else pause(advice))
                 log.warning(
                     "watch interrupted, reconnecting", kind=self.kind, error=str(e), retry_in=round(delay, 2)
                 )

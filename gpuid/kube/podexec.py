@@ -4,7 +4,9 @@ kubernetes_asyncio's preload mode merges stdout and stderr and drops the exit
 code, so gpuid reads the ``v4.channel.k8s.io`` frames itself: channel 1 is
 stdout, 2 stderr, 3 the final Status that carries the exit code. Frames of one
 byte or less are the kubelet's "ready" signal. Every exec has a hard deadline
-and an output cap, because ``nvidia-smi`` has no timeout of its own.
+and an output cap, because ``nvidia-smi`` has no timeout of its own. An
+upgrade the API server refuses with 429 (load shedding) is asked again after
+its ``Retry-After``, inside the same deadline.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import aiohttp
 from kubernetes_asyncio.stream import WsApiClient
 
 from gpuid.errors import ExecError
+from gpuid.kube.api import pause, retry_after
 
 STDOUT, STDERR, STATUS = 1, 2, 3
 STDERR_CAP = 64 * 1024
@@ -101,13 +104,44 @@ async def stream_exec(
     """
     try:
         async with asyncio.timeout(timeout):
-            return await _frames(core_ws, (namespace, pod, container), command, sink)
+            return await _throttled(core_ws, (namespace, pod, container), command, sink, timeout)
     except TimeoutError:
         raise ExecError(f"exec did not finish within {timeout:g}s", timed_out=True) from None
     except aiohttp.WSServerHandshakeError as e:
         raise ExecError(f"exec refused by the API server: HTTP {e.status} {e.message}") from e
     except (aiohttp.ClientError, OSError) as e:
         raise ExecError(f"exec transport error: {type(e).__name__}: {e}") from e
+
+
+async def _throttled(
+    core_ws: Any,
+    target: tuple[str, str, str],
+    command: list[str],
+    sink: Sink,
+    timeout: float,
+) -> CompletedExec:
+    """``_frames(...)``, asked again after each ``Retry-After`` the API server answers the upgrade with.
+
+    A 429 on the handshake is load shedding: the command never started, so
+    waiting and asking again is safe. A wait that would not fit in the
+    deadline becomes an ``ExecError`` carrying ``retry_after`` for the caller.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            return await _frames(core_ws, target, command, sink)
+        except aiohttp.WSServerHandshakeError as e:
+            advice = retry_after(e.status, e.headers)
+            if advice is None:
+                raise
+            wait = pause(advice)
+            if loop.time() + wait >= deadline:
+                raise ExecError(
+                    f"exec throttled by the API server: HTTP {e.status}, retry after {advice:g}s",
+                    retry_after=advice,
+                ) from e
+            await asyncio.sleep(wait)
 
 
 async def _frames(

@@ -3,8 +3,11 @@
 A pod is scanned when it is Running with every container ready, once per pod
 UID and restart count, so a container restart that makes it Ready again
 triggers a fresh scan. At most ``WORKERS`` scans run at once, each under its
-own deadline, so a slow pod only holds its own worker. Failed scans are
-retried with capped backoff while the pod exists; deleted pods are forgotten.
+own deadline, so a slow pod only holds its own worker. A scan holds its
+node's turn (``NodeExecGate``): a second pod on the node, or a bug report
+being collected there, waits for it. Failed scans are retried with capped
+backoff while the pod exists, never sooner than the API server's
+``Retry-After``; deleted pods are forgotten.
 With leader election a scan is published only if the term it ran in is
 still held when it ends (``in_term``); otherwise it is counted and dropped.
 """
@@ -19,6 +22,7 @@ import structlog
 
 from gpuid.delivery.delivery import Delivery
 from gpuid.errors import ExecError, ParseError
+from gpuid.kube.nodegate import NodeExecGate
 from gpuid.kube.nodes import NodeDirectory
 from gpuid.kube.objects import PodInfo
 from gpuid.metrics import Metrics
@@ -57,8 +61,10 @@ class Scanner:
         on_scanned: OnScanned | None = None,
         on_failure: OnFailure | None = None,
         in_term: Callable[[], bool] | None = None,
+        exec_gate: NodeExecGate | None = None,
     ) -> None:
         self._settings = settings
+        self._gate = exec_gate or NodeExecGate()  # shared with bug reports: one exec per node at a time
         self._in_term = in_term  # with leader election: is the term this scanner serves still ours?
         self._on_scanned = on_scanned  # after each successful scan (node labels, leader checkpoint)
         self._on_failure = on_failure  # after each failed exec (bug reports on failure)
@@ -154,7 +160,10 @@ class Scanner:
         pod = source = state.pod
         result, error, failed = "success", "", None
         try:
-            source, report = await read_pod(self._core_ws, pod, self._source, self._settings, self._metrics)
+            async with self._gate.hold(pod.node):
+                source, report = await read_pod(
+                    self._core_ws, pod, self._source, self._settings, self._metrics
+                )
         except ExecError as e:
             result, error, failed = ("timeout" if e.timed_out else "exec_error"), str(e), e
         except ParseError as e:
@@ -166,7 +175,7 @@ class Scanner:
             self._on_failure(pod, failed)
         self._metrics.scans.labels(result).inc()
         if result != "success":
-            self._schedule_retry(state, result, error)
+            self._schedule_retry(state, result, error, failed.retry_after if failed else None)
             return
         readings = readings_from_report(
             report,
@@ -195,11 +204,13 @@ class Scanner:
             result=result,
         )
 
-    def _schedule_retry(self, state: _PodState, result: str, error: str) -> None:
+    def _schedule_retry(self, state: _PodState, result: str, error: str, retry_after: float | None) -> None:
         pod = state.pod
         if pod.uid not in self._pods:
             return
-        delay = None if self._closing else round(min(state.backoff.next_delay(), self._settings.retry_max), 1)
+        delay = None
+        if not self._closing:
+            delay = round(max(min(state.backoff.next_delay(), self._settings.retry_max), retry_after or 0), 1)
         log.error(
             "pod scan failed", node=pod.node, pod=pod.source, result=result, error=error, retry_in=delay
         )

@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gpuid.delivery.delivery import Delivery
 from gpuid.kube.client import KubeClients
 from gpuid.kube.informer import Informer
+from gpuid.kube.nodegate import NodeExecGate
 from gpuid.kube.nodes import NodeDirectory
 from gpuid.kube.objects import PodInfo, slim_pod
 from gpuid.metrics import Metrics
@@ -49,6 +50,7 @@ class ScanSetup:
     on_scanned: OnScanned | None = None  # node labels
     on_failure: OnFailure | None = None  # bug reports on failure
     on_pod_event: OnPodEvent | None = None  # fleet series
+    exec_gate: NodeExecGate = field(default_factory=NodeExecGate)  # shared with bug reports
 
 
 class ScanSession:
@@ -74,6 +76,7 @@ class ScanSession:
             on_scanned=self._scanned,
             on_failure=setup.on_failure,
             in_term=in_term,
+            exec_gate=setup.exec_gate,
         )
         self.pods = Informer(
             "pod",

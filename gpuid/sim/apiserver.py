@@ -1,4 +1,4 @@
-"""The simulated Kubernetes API server: real HTTP on 127.0.0.1, real client.
+"""The simulated Kubernetes API server: real HTTP (or HTTPS, ``tls.py``) on 127.0.0.1, real client.
 
 gpuid's Kubernetes code is only trustworthy if it is tested against the
 protocol, not against mocks of kubernetes_asyncio. This server answers the
@@ -30,6 +30,7 @@ from gpuid.sim.cluster import SimCluster
 from gpuid.sim.execsim import handle_exec
 from gpuid.sim.filters import ObjectFilter, SelectorError
 from gpuid.sim.nodepatch import handle_node_patch
+from gpuid.sim.tls import HOST, self_signed, server_context
 from gpuid.sim.watchstream import WatchRequest, list_page, serve_watch
 
 NAME = "gpuid-sim"
@@ -60,8 +61,12 @@ class SimApiServer:
         token: str | None = None,
         user: str = SERVICE_ACCOUNT,
         admission: AdmissionHook | None = None,
+        tls: bool = False,
     ) -> None:
         self.cluster = cluster
+        self.tls = tls
+        self.ca_pem, key = self_signed() if tls else (b"", b"")  # the certificate clients must trust
+        self._ssl = server_context(self.ca_pem, key) if tls else None  # kept across restarts
         self.bookmark_interval = bookmark_interval
         self.token = token or secrets.token_urlsafe(24)
         self.user = user
@@ -105,22 +110,19 @@ class SimApiServer:
             return self.url
         self._closing = False
         # handler_cancellation: a client that hangs up ends its watch at once, not at the next event.
+        app = self._make_app()
         runner = web.AppRunner(
-            self._make_app(),
-            handle_signals=False,
-            access_log=None,
-            shutdown_timeout=2.0,
-            handler_cancellation=True,
+            app, handle_signals=False, access_log=None, shutdown_timeout=2.0, handler_cancellation=True
         )
         await runner.setup()
         try:
-            await web.TCPSite(runner, "127.0.0.1", self._port, reuse_address=True).start()
+            await web.TCPSite(runner, HOST, self._port, ssl_context=self._ssl, reuse_address=True).start()
         except BaseException:
             await runner.cleanup()
             raise
         self._runner = runner
         host, self._port = runner.addresses[0][:2]
-        self.url = f"http://{host}:{self._port}"
+        self.url = f"{'https' if self.tls else 'http'}://{host}:{self._port}"
         return self.url
 
     async def stop(self) -> None:
@@ -168,7 +170,10 @@ class SimApiServer:
         if not self.url:
             raise RuntimeError("start the server before writing its kubeconfig")
         path = Path(path)
-        path.write_text(wire.kubeconfig(NAME, self.url, self.token, user=self.user, namespace="gpu-operator"))
+        text = wire.kubeconfig(
+            NAME, self.url, self.token, user=self.user, namespace="gpu-operator", ca_pem=self.ca_pem
+        )
+        path.write_text(text)
         return path
 
     # -- cross-cutting: accounting, auth, injected failures, Status errors ------------------------
@@ -182,7 +187,8 @@ class SimApiServer:
         request[USER] = user
         failure = self.cluster.take_failure(request.path_qs)
         if failure is not None:
-            return wire.status_response(failure, f"gpuid.sim: injected failure ({failure})")
+            message = f"gpuid.sim: injected failure ({failure.status})"
+            return wire.status_response(failure.status, message, retry_after=failure.retry_after)
         try:
             return await handler(request)
         except web.HTTPException as e:  # no such route or method

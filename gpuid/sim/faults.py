@@ -34,6 +34,15 @@ class _FailureRule:
     remaining: int
     status: int
     path_contains: str
+    retry_after: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """An injected failure as the server answers it: the status and its ``Retry-After`` (if any)."""
+
+    status: int
+    retry_after: int | None
 
 
 class FaultControls:
@@ -67,15 +76,21 @@ class FaultControls:
         self.watch_drop_reset = reset
         self._log.notify()
 
-    def fail_requests(self, n: int, status: int = 500, path_contains: str = "") -> None:
+    def fail_requests(
+        self, n: int, status: int = 500, path_contains: str = "", *, retry_after: int | None = None
+    ) -> None:
         """Answer the next ``n`` requests whose path and query contain ``path_contains`` with ``status``.
 
-        The body is a Kubernetes ``Status``; 429 also carries ``Retry-After: 1``.
-        Matching is against ``request.path_qs`` (e.g. ``"watch=True"``, ``"/exec"``, ``"/nodes/"``).
+        The body is a Kubernetes ``Status``; 429 also carries ``Retry-After: 1``
+        (``retry_after`` seconds when given, on any status, as API servers
+        shedding load do). Matching is against ``request.path_qs`` (e.g.
+        ``"watch=True"``, ``"/exec"``, ``"/nodes/"``).
         """
         if n < 0 or not 400 <= status <= 599:
             raise ValueError("fail_requests needs n >= 0 and a 4xx/5xx status")
-        self._failures.append(_FailureRule(n, status, path_contains))
+        if retry_after is None and status == 429:
+            retry_after = 1
+        self._failures.append(_FailureRule(n, status, path_contains, retry_after))
 
     @property
     def pending_failures(self) -> int:
@@ -86,12 +101,12 @@ class FaultControls:
         """Forget every injected request failure not consumed yet (the API server recovers)."""
         self._failures = []
 
-    def take_failure(self, path_qs: str) -> int | None:
-        """The status to fail this request with, consuming one injected failure (server side)."""
+    def take_failure(self, path_qs: str) -> Failure | None:
+        """How to fail this request, consuming one injected failure (server side)."""
         for rule in self._failures:
             if rule.remaining > 0 and rule.path_contains in path_qs:
                 rule.remaining -= 1
-                return rule.status
+                return Failure(rule.status, rule.retry_after)
         self._failures = [r for r in self._failures if r.remaining > 0]
         return None
 

@@ -58,7 +58,7 @@ kind: Config
 clusters:
 - name: {name}
   cluster:
-    server: {server}
+    server: {server}{ca}
 users:
 - name: {user}
   user:
@@ -73,11 +73,12 @@ current-context: {name}
 """
 
 
-def kubeconfig(name: str, server: str, token: str, *, user: str, namespace: str) -> str:
-    """A kubeconfig whose cluster and context are called ``name``, its user ``user``."""
+def kubeconfig(name: str, server: str, token: str, *, user: str, namespace: str, ca_pem: bytes = b"") -> str:
+    """A kubeconfig whose cluster and context are called ``name``, its user ``user``; ``ca_pem``: the CA."""
     values = {"server": server, "token": token, "user": user}
     quoted = {k: json.dumps(v) for k, v in values.items()}  # JSON strings are YAML
-    return KUBECONFIG.format(name=name, namespace=namespace, **quoted)
+    ca = f"\n    certificate-authority-data: {base64.b64encode(ca_pem).decode()}" if ca_pem else ""
+    return KUBECONFIG.format(name=name, namespace=namespace, ca=ca, **quoted)
 
 
 def truthy(value: str | None) -> bool:
@@ -97,9 +98,11 @@ def status_object(code: int, message: str, reason: str | None = None) -> dict[st
     }
 
 
-def status_response(code: int, message: str, reason: str | None = None) -> web.Response:
-    """An error response with a ``Status`` body, as every API server error is."""
-    headers = {"Retry-After": "1"} if code == 429 else None
+def status_response(
+    code: int, message: str, reason: str | None = None, *, retry_after: int | None = None
+) -> web.Response:
+    """An error response with a ``Status`` body, as every API server error is (+ ``Retry-After``)."""
+    headers = None if retry_after is None else {"Retry-After": str(retry_after)}
     body = dump(status_object(code, message, reason))
     return web.Response(status=code, body=body, content_type=JSON, headers=headers)
 
