@@ -8,6 +8,7 @@ import sys
 # (module, argv): the fleet benchmark also prints where gpuid's CPU goes (py-spy, in the dev extras).
 BENCHMARKS: list[tuple[str, list[str]]] = [
     ("bench.parse", []),
+    ("bench.ingest", []),
     ("bench.bugreport", []),
     ("bench.signals", []),
     ("bench.fleet", ["--profile"]),

@@ -214,14 +214,18 @@ def report(pg: dict[str, float], n: int, batch: int, passes: int, delivery: floa
     print(f"  {name:<36}{delivery:>10,.0f} rows/s    ({delivery / bare:.0%}; a first sweep)")
 
 
-async def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    asyncio.run(_main(argv))
+
+
+async def _main(argv: list[str] | None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.ingest")
     parser.add_argument("--records", type=int, default=40_000, help="GPUs in the fleet")
     parser.add_argument(
         "--batch", type=int, default=RECOMMENDED_BATCH, help="records per batch (EXPORT_BATCH_SIZE)"
     )
     parser.add_argument("--passes", type=int, default=3, help="steady passes over the fleet")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     configure_logging("warning", "console")
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
     with postgres_server() as server, tempfile.TemporaryDirectory() as tmp:
@@ -234,4 +238,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

@@ -12,11 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gpuid.app import App, Task
+from gpuid.app import App
+from gpuid.app.wiring import Parts
 from gpuid.config import load_settings
 from gpuid.kube.client import KubeClients
 from gpuid.log import loop_exception_handler
-from gpuid.scan.session import ScanSetup
 from tests.support.app import GB200, Sim, add_gpu_node
 from tests.support.memory import MemoryExporter
 
@@ -110,14 +110,15 @@ async def test_an_unexpected_exception_is_one_json_line_with_a_compact_traceback
 class BrokenFeatureApp(App):
     """The real App with one more task that fails the way a bug does."""
 
-    def _build(self, clients: KubeClients) -> tuple[ScanSetup, list[Task]]:
-        setup, tasks = super()._build(clients)
+    def _build(self, clients: KubeClients) -> Parts:
+        parts = super()._build(clients)
 
         async def broken() -> None:
             await asyncio.sleep(0.2)
             raise KeyError("no-such-node")
 
-        return setup, [*tasks, ("broken-feature", broken)]
+        parts.tasks.append(("broken-feature", broken))
+        return parts
 
 
 async def test_a_bug_in_a_task_logs_its_cause_not_the_task_group(sim: Sim, log_output: io.StringIO) -> None:

@@ -34,7 +34,8 @@ from gpuid.fleet.state import ANNOTATION, Change, NodeGpus, Slot, decode, diff, 
 from gpuid.fleet.whereabouts import Whereabouts
 from gpuid.fleet.writer import Job, StateWriter
 from gpuid.kube.objects import NodeInfo, PodInfo
-from gpuid.metrics import MAX_FLEET_NODES, Metrics, NodeSeries
+from gpuid.metrics import Metrics
+from gpuid.metrics.fleet import MAX_FLEET_NODES, NodeSeries
 from gpuid.records import GpuChange, GPUReading, utc_now
 
 log = structlog.get_logger("gpuid.fleet")
@@ -214,7 +215,7 @@ class FleetTracker:
 
 
 def _labels(r: GPUReading, machine: str) -> tuple[str, ...]:
-    """``gpuid.metrics.GPU_INFO_LABELS`` of one reading."""
+    """``gpuid.metrics.fleet.GPU_INFO_LABELS`` of one reading."""
     module = "" if r.module_id is None else str(r.module_id)
     return (
         r.gpu_uuid,

@@ -1,21 +1,18 @@
 """List-then-watch of raw Kubernetes objects, resilient to everything the API server does.
 
-gpuid reads the watch stream itself (``_preload_content=False``) instead of
-through ``kubernetes_asyncio.watch``: the library turns every event into a
-full ``V1Pod`` model, costly at fleet scale, and hides 410s behind a retry with
-a stale resourceVersion. Here each event line is decoded once with ``json``
-and handed on as a dict. The loop lists, watches from the list's
-resourceVersion with bookmarks, re-lists on 410, and reconnects with capped
-backoff on disconnects, 5xx and 429 (at least its ``Retry-After``); a re-list
-diffs against what is known, so nothing added or deleted meanwhile is missed.
+gpuid reads the watch stream itself (``_preload_content=False``): the
+library's ``watch`` builds a full ``V1Pod`` per event, costly at fleet scale,
+and hides 410s behind a retry with a stale resourceVersion. Each event line is
+decoded once with ``json`` and handed on as a dict. The loop lists, watches
+with bookmarks, re-lists on 410 (diffing, so nothing added or deleted
+meanwhile is missed), and reconnects with capped backoff on disconnects, 5xx
+and 429 (at least its ``Retry-After``).
 
-Lists are paginated (``limit``/``continue``): each page has its own read
-timeout, and a page that fails is asked for again with the same continue
-token, so a huge cluster's list makes progress instead of restarting from
-zero; only an expired token (410) starts it over. Decoding is total
-(``gpuid.kube.shapes``): a wrong-shape event is skipped, a list asked for
-again, each logged once per kind of problem. A permanent error (401, 403)
-ends the watch unless the owner asked to retry it slowly (``permanent_retry``).
+Lists are paginated (``limit``/``continue``): a page that fails or stalls is
+asked for again with the same token, so a huge cluster's list makes progress;
+only an expired token (410) starts it over. Decoding is total (``shapes``): a
+wrong-shape event is skipped, a list asked for again, each logged once per
+kind. A 401/403 ends the watch unless the owner retries it (``permanent_retry``).
 """
 
 from __future__ import annotations

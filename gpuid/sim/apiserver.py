@@ -39,17 +39,6 @@ CONNECT_LOG_SIZE = 100_000  # exec/attach/port-forward requests remembered (the 
 USER = web.RequestKey("user", str)  # who the request's token authenticated as
 
 
-def _request_key(request: web.Request) -> str:
-    """``"list pods"``, ``"watch pods"``, ``"get node"``, ``"exec"``… from the route name."""
-    name = request.match_info.route.name
-    if not name:
-        return "other"
-    verb, *resource = name.split(".")[:2]
-    if verb == "list" and wire.truthy(request.query.get("watch")):
-        verb = "watch"
-    return " ".join([verb, *resource])
-
-
 class SimApiServer:
     """An in-process API server for a :class:`SimCluster`; ``async with`` starts and stops it."""
 
@@ -179,7 +168,7 @@ class SimApiServer:
     # -- cross-cutting: accounting, auth, injected failures, Status errors ------------------------
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        self.cluster.request_counts[_request_key(request)] += 1
+        self.cluster.request_counts[wire.request_key(request)] += 1
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         user = self._users.get(token) if scheme == "Bearer" else None
         if user is None:

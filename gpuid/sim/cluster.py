@@ -1,12 +1,10 @@
 """The simulated cluster's state: nodes, pods and the history of their changes.
 
-Tests drive a scenario by calling plain synchronous methods (add a pod, make
-it ready, restart it, delete it) while the API server runs in the same event
-loop; every call is one or more resourceVersion bumps, each recorded as a
-watch event and pushed to open watches. Objects are never changed in place:
-a mutation stores a new dict, so the history a watcher replays is exactly
-what happened. Lookups by node use an index so clusters with thousands of
-pods stay cheap.
+Tests drive a scenario with plain synchronous calls (add a pod, make it ready,
+restart it, delete it) while the API server runs in the same loop; each call
+is resourceVersion bumps recorded as watch events and pushed to open watches.
+Objects are never changed in place, so the history a watcher replays is
+exactly what happened; an index by node keeps large clusters cheap.
 """
 
 from __future__ import annotations
@@ -32,8 +30,7 @@ class SimCluster(FaultControls, NodeHardware):
     def __init__(self, *, max_events: int = 100_000) -> None:
         super().__init__()
         self._log = EventLog(first_rv=1, max_events=max_events)
-        # Resources by URL plural; leases (coordination.k8s.io) slot in as another entry.
-        self._store: dict[str, dict[Key, WatchEvent]] = {"pods": {}, "nodes": {}}
+        self._store: dict[str, dict[Key, WatchEvent]] = {"pods": {}, "nodes": {}}  # by URL plural
         self._sorted: dict[str, list[Key] | None] = {}
         self._pods_by_node: dict[str, dict[Key, None]] = {}
         self._node_capture: dict[str, str | None] = {}

@@ -181,3 +181,14 @@ def exec_internal_error(message: str) -> bytes:
             "code": 500,
         }
     )
+
+
+def request_key(request: web.Request) -> str:
+    """``"list pods"``, ``"watch pods"``, ``"get node"``, ``"exec"``… from the route name."""
+    name = request.match_info.route.name
+    if not name:
+        return "other"
+    verb, *resource = name.split(".")[:2]
+    if verb == "list" and truthy(request.query.get("watch")):
+        verb = "watch"
+    return " ".join([verb, *resource])

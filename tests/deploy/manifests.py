@@ -221,3 +221,17 @@ def spool_shortfalls(docs: list[Doc], workload: Doc) -> list[str]:
     if room < len(exporters_of(settings)) * cap:
         problems.append(f"{room:.0f} B of spool volumes for {len(exporters_of(settings))} lanes")
     return problems
+
+
+def assert_tiled(panels: list[Doc]) -> None:
+    """A dashboard's panels have unique ids and tile its 24-column grid without overlapping."""
+    assert len({p["id"] for p in panels}) == len(panels)
+    cells: set[tuple[int, int]] = set()
+    for panel in panels:
+        box = panel["gridPos"]
+        assert box["x"] + box["w"] <= 24
+        area = {
+            (x, y) for x in range(box["x"], box["x"] + box["w"]) for y in range(box["y"], box["y"] + box["h"])
+        }
+        assert not area & cells, f"{panel['title']} overlaps another panel"
+        cells |= area

@@ -28,7 +28,7 @@ from gpuid.sim import SimCluster, bundled_capture
 from tests.support.records import capture_path, reading
 
 from .conftest import RULES, sample
-from .manifests import DEPLOYMENT, ROOT, tool
+from .manifests import DEPLOYMENT, ROOT, assert_tiled, tool
 from .stack import Prometheus, SimThread, free_port, http_get, start_gpuid, wait_until
 from .standins import MetricsEndpoint, dcgm_text, ksm_text
 
@@ -222,16 +222,8 @@ def test_the_fleet_dashboard_is_importable_with_both_data_sources_as_variables()
     sources = {v["name"]: v["query"] for v in DASHBOARD["templating"]["list"] if v["type"] == "datasource"}
     assert sources == {"datasource": "prometheus", "postgres": "grafana-postgresql-datasource"}
     panels = DASHBOARD["panels"]
-    assert len({p["id"] for p in panels}) == len(panels)
-    cells: set[tuple[int, int]] = set()
+    assert_tiled(panels)
     for panel in panels:
-        box = panel["gridPos"]
-        assert box["x"] + box["w"] <= 24
-        area = {
-            (x, y) for x in range(box["x"], box["x"] + box["w"]) for y in range(box["y"], box["y"] + box["h"])
-        }
-        assert not area & cells, f"{panel['title']} overlaps another panel"
-        cells |= area
         if panel["type"] != "row":
             assert panel["datasource"]["uid"] in ("${datasource}", "${postgres}")
             assert all(t["datasource"] == panel["datasource"] for t in panel["targets"])

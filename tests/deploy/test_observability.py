@@ -9,7 +9,7 @@ import subprocess
 from typing import Any
 
 from .conftest import RULES, Live
-from .manifests import DEPLOYMENT, tool
+from .manifests import DEPLOYMENT, assert_tiled, tool
 from .stack import Prometheus, wait_until
 
 DASHBOARD = json.loads((DEPLOYMENT / "grafana" / "gpuid.json").read_text())
@@ -116,16 +116,8 @@ def test_dashboard_is_importable_with_the_data_source_as_a_variable() -> None:
     assert (source["name"], source["query"]) == ("datasource", "prometheus")
     variable = {"type": "prometheus", "uid": "${datasource}"}
     panels = DASHBOARD["panels"]
-    assert len({p["id"] for p in panels}) == len(panels)
-    cells: set[tuple[int, int]] = set()
+    assert_tiled(panels)
     for panel in panels:
-        box = panel["gridPos"]
-        assert box["x"] + box["w"] <= 24
-        area = {
-            (x, y) for x in range(box["x"], box["x"] + box["w"]) for y in range(box["y"], box["y"] + box["h"])
-        }
-        assert not area & cells, f"{panel['title']} overlaps another panel"
-        cells |= area
         if panel["type"] != "row":
             assert panel["datasource"] == variable
             assert all(t["datasource"] == variable and t["refId"] for t in panel["targets"])

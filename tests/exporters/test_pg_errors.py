@@ -63,7 +63,7 @@ async def test_values_postgres_refuses_cost_exactly_their_records(
     [
         ({"vbios_version": "96\x00"}, "vbios_version"),  # not a facet: the history-only path
         ({"gpu_serial": "a\x00b"}, "gpu_serial"),  # a facet: the path that reads the inventory
-        ({"module_id": -(2**31) - 1}, "module_id"),  # refused before anything is sent
+        ({"module_id": -(2**31) - 1}, "module_id"),  # refused by gpuid as the COPY streams it: aborted
     ],
 )
 async def test_a_refusal_on_either_path_names_its_record(

@@ -113,7 +113,7 @@ async def test_a_version_1_database_a_dba_manages_upgrades_in_place(
             "SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = $1::regclass AND indisprimary",
             t.readings,
         )
-        assert "(cluster, gpu_uuid, observed_at, pod_uid, gpu_index)" in key
+        assert "(gpu_uuid, cluster, observed_at, pod_uid, gpu_index)" in key
         assert await owner.fetchval(f"SELECT count(*) FROM {t.readings}") == 4
     finally:
         await owner.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import datetime
 from pathlib import Path
@@ -16,6 +17,7 @@ from gpuid.delivery.delivery import Delivery
 from gpuid.errors import ExportError
 from gpuid.exporters.postgres.exporter import PostgresExporter
 from gpuid.metrics import Metrics
+from gpuid.records import MigDevice
 from tests.support.app import eventually, sample
 from tests.support.records import delivering, fast_delivery, reading
 
@@ -35,14 +37,18 @@ async def query(pg_server: Any, env: dict[str, str], sql: str, *args: Any) -> li
 
 async def test_records_land_with_every_field(pg_server: Any, pg_env: dict[str, str]) -> None:
     exporter = exporter_for(pg_env)
-    batch = [reading(n) for n in range(4)]
+    awkward = (  # the MIG column's JSON is written by hand: text that needs escaping, nulls, big ints
+        MigDevice('MIG-"quoted"\\back\\slash', "1g.10gb\tä€😀", 2**31 - 1, None),
+        MigDevice(None, None, 0, 7),
+    )
+    batch = [reading(n) for n in range(4)] + [dataclasses.replace(reading(4), mig_devices=awkward)]
     await exporter.open()
     try:
         await exporter.export(batch)
     finally:
         await exporter.close()
     rows = await query(pg_server, pg_env, "SELECT * FROM gpu_readings ORDER BY gpu_index")
-    assert len(rows) == 4
+    assert len(rows) == 5
     for row, want in zip(rows, batch, strict=True):
         expected = want.to_dict()
         got = dict(row)

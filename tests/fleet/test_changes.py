@@ -15,18 +15,11 @@ from typing import Any
 
 from gpuid.fleet.state import ANNOTATION, decode
 from gpuid.sim import bundled_capture
-from tests.support.app import H100, Running, Sim, add_gpu_node, eventually, running_app
+from tests.support.app import ELECTION, H100, Running, Sim, add_gpu_node, eventually, running_app
 
 OLD = bundled_capture(H100).gpu_uuids()[1]  # serial 1652923034291, PCI 00000000:05:00.0
 NEW, NEW_SERIAL = "GPU-5e1f0c2a-9b7d-4c3e-8a21-0f6d3b9e7a41", "1653124012345"
 EVENTS = {"GPU_CHANGE_EVENTS": "true"}
-ELECTION = {
-    "LEADER_ELECTION": "true",
-    "LEASE_NAMESPACE": "gpuid",
-    "LEASE_DURATION": "2s",
-    "LEASE_RENEW_DEADLINE": "1s",
-    "LEASE_RETRY_PERIOD": "0.2s",
-}
 
 
 def state(sim: Sim, node: str = "n1") -> Any:

@@ -17,8 +17,8 @@ import sys
 from typing import Any
 
 from gpuid.sim import bundled_capture
-from tests.leader.test_leader import ELECTION, _holder
-from tests.support.app import Sim, eventually, running_app
+from tests.leader.test_leader import _holder
+from tests.support.app import ELECTION, Sim, eventually, running_app
 
 ONE_GPU = "one-gpu"
 

@@ -31,15 +31,7 @@ from gpuid.leader.elector import LeaderElector
 from gpuid.leader.lease import LeaderSettings, Lease, LeaseApi
 from gpuid.metrics import Metrics
 from gpuid.scan.handover import CHECKPOINT_KEY, SCOPE_KEY, ScanProgress
-from tests.support.app import Running, Sim, eventually, running_app
-
-ELECTION = {
-    "LEADER_ELECTION": "true",
-    "LEASE_NAMESPACE": "gpuid",
-    "LEASE_DURATION": "2s",
-    "LEASE_RENEW_DEADLINE": "1s",
-    "LEASE_RETRY_PERIOD": "0.2s",
-}
+from tests.support.app import ELECTION, Running, Sim, eventually, running_app
 
 
 def add_pods(sim: Sim, count: int, *, delay: float = 0.0, hang: bool = False) -> list[str]:

@@ -43,6 +43,13 @@ def add_gpu_node(sim: Sim, name: str, capture: str = H100, *, ready: bool = True
 
 DRIVER_LABELS = {"app.kubernetes.io/component": "nvidia-driver", "app": "nvidia-driver-daemonset"}
 DRIVER_CONTAINERS = ("nvidia-driver-ctr", "nvidia-peermem-ctr")
+ELECTION = {  # leader election with short timings, for tests with several replicas
+    "LEADER_ELECTION": "true",
+    "LEASE_NAMESPACE": "gpuid",
+    "LEASE_DURATION": "2s",
+    "LEASE_RENEW_DEADLINE": "1s",
+    "LEASE_RETRY_PERIOD": "0.2s",
+}
 
 
 def driver_pod_name(node: str) -> str:

@@ -8,12 +8,11 @@ exact at, nobody changed the inventory since; otherwise the cache is dropped.
 Any error drops it too. Correctness never rests on it: a miss, a doubt or a
 change sends the batch down the path that reads the rows. ``likely_unchanged``
 looks at three rows, so a first sweep or a fleet-wide move is told at once;
-``confirm`` checks every row, in chunks, while the server stores them.
+``unchanged`` checks every row while the server stores them (``pg_write``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
@@ -82,16 +81,6 @@ class InventoryCache:
     def likely_unchanged(self, rows: Sequence[tuple[Any, ...]]) -> bool:
         """``unchanged`` on a sample: cheap, so a first sweep or a fleet-wide move is told at once."""
         return bool(rows) and self._scan([rows[0], rows[len(rows) // 2], rows[-1]]) is not None
-
-    async def confirm(self, rows: Sequence[tuple[Any, ...]]) -> bool:
-        """``unchanged``, yielding to the event loop every ``_CHUNK`` rows (see ``pg_write``)."""
-        odd: dict[str, tuple[Any, ...]] = {}
-        for i in range(0, len(rows), _CHUNK):
-            await asyncio.sleep(0)
-            if (found := self._scan(rows[i : i + _CHUNK])) is None:
-                return False
-            odd.update(found)
-        return self._keeps(rows, odd)
 
     def _scan(self, rows: Sequence[tuple[Any, ...]]) -> dict[str, tuple[Any, ...]] | None:
         """None if a row is unknown, older than its first sighting or elsewhere; else the GPUs seen

@@ -110,13 +110,13 @@ class PostgresExporter:
         readings = [r for r in batch if isinstance(r, GPUReading)]
         if not readings:
             return
-        try:
-            rows = prepare(readings)  # RecordError for the records that can never be stored
-        except RecordError as e:
-            raise _in_batch(e, at) from None
         async with self._one_batch:
             try:
-                moves = await self._write(rows)
+                moves = await self._write(readings)
+            except RecordError as e:  # records that can never be stored: drop them, keep the rest
+                self.cache.clear()  # a COPY it aborted leaves the connection to be reset
+                await self._release()
+                raise _in_batch(e, at) from None
             except BaseException as e:
                 self.cache.clear()  # whatever we believed may not have been committed
                 await self._release()
@@ -127,13 +127,17 @@ class PostgresExporter:
         for move in moves:
             logger.info("gpu_moved", **{k: _loggable(v) for k, v in zip(MOVE_COLUMNS, move, strict=True)})
 
-    async def _write(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        conn, unchanged, replay = await self._connection(), self.cache.likely_unchanged(rows), False
+    async def _write(self, readings: Sequence[GPUReading]) -> list[tuple[Any, ...]]:
+        """Write one batch; RecordError for records that can never be stored (nothing is kept)."""
+        sample = prepare([readings[0], readings[len(readings) // 2], readings[-1]])
+        conn, unchanged, replay = await self._connection(), self.cache.likely_unchanged(sample), False
+        rows: list[tuple[Any, ...]] | None = None  # made on first need: the steady path streams them
         while True:
             try:
                 if unchanged:
-                    await self.writer.add_history(conn, rows, replay)
+                    await self.writer.add_history(conn, readings, replay)
                     return []
+                rows = prepare(readings) if rows is None else rows
                 return await self.writer.fold(conn, rows, replay)
             except Stale:
                 self.cache.clear()

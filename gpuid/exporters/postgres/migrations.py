@@ -87,7 +87,9 @@ BEGIN
     SELECT conname INTO pkey FROM pg_constraint WHERE conrelid = '{t.readings}'::regclass AND contype = 'p';
     EXECUTE format('ALTER TABLE {t.readings} DROP CONSTRAINT %I', pkey);
 END $$;
-ALTER TABLE {t.readings} ADD PRIMARY KEY (cluster, gpu_uuid, observed_at, pod_uid, gpu_index);
+-- The UUID first: it tells rows apart at once (a cluster name is shared by all) and a GPU's history
+-- is found by its UUID alone.
+ALTER TABLE {t.readings} ADD PRIMARY KEY (gpu_uuid, cluster, observed_at, pod_uid, gpu_index);
 -- Readings arrive in time order: a BRIN index serves time ranges at a fraction of a B-tree's upkeep.
 DROP INDEX IF EXISTS {t.schema}.{quote(readings + "_observed_at")};
 CREATE INDEX {quote(derived(readings, "_observed_at_brin"))} ON {t.readings} USING brin (observed_at);

@@ -3,8 +3,9 @@
 ``add_history`` is the steady state: under the writers' *shared* lock, and only
 if the inventory epoch is still the one the cache is exact at, the rows are
 COPY'd into the history; nothing else is written. The caller chose this path
-on a sample of the rows; the cache checks all of them while the server stores
-them, and a row that changes the inventory after all rolls the batch back. ``fold`` takes the lock
+on a sample of the rows; each row is made and checked against the cache as
+the COPY streams it, and a row that changes the inventory after all rolls the
+batch back. ``fold`` takes the lock
 *exclusive*, which waits for every shared writer, reads the touched inventory
 rows and the newest reading of each GPU that may have changed, folds the batch
 into them (``pg_fold``) and writes only new or changed rows and the moves, each
@@ -20,14 +21,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
 from gpuid.exporters.postgres.cache import InventoryCache
-from gpuid.exporters.postgres.check import COLUMNS, gc_paused
+from gpuid.exporters.postgres.check import COLUMNS, gc_paused, rows_of
 from gpuid.exporters.postgres.fold import (
     FACET_COUNT,
     MOVE_COLUMNS,
@@ -39,6 +40,7 @@ from gpuid.exporters.postgres.fold import (
     fold,
 )
 from gpuid.exporters.postgres.schema import STATE_COLUMNS, Statements, Tables
+from gpuid.records import GPUReading
 
 
 class Stale(Exception):  # noqa: N818 - a signal, not an error: the cache is out of date
@@ -70,21 +72,27 @@ class BatchWriter:
         self.cache = cache
         self._new = True  # whether GPUs the cache does not know are likely never seen (see fold)
 
-    async def add_history(self, conn: Any, rows: list[tuple[Any, ...]], replay: bool) -> None:
-        """Store ``rows`` in the history only: ``Stale`` if the cache is no longer exact,
+    async def add_history(self, conn: Any, batch: Sequence[GPUReading], replay: bool) -> None:
+        """Store ``batch`` in the history only: ``Stale`` if the cache is no longer exact,
         ``Changes`` if the rows change the inventory after all (nothing is stored then)."""
         async with transaction(conn, self.sql.begin_shared):
             # Read under the lock: no writer can change the inventory until we commit.
             if await conn.fetchval(self.sql.epoch) != self.cache.epoch:
                 raise Stale
-            # The cache is checked while the server stores the rows; only the COMMIT waits for it.
+            # The COPY streams each row as it is made, so the server stores the first rows while
+            # the rest are made; once all are made, the cache checks them while the server works.
+            rows = Streamed(rows_of(batch))
             copy = asyncio.create_task(self._history(conn, rows, replay), name="postgres-history-copy")
+            made = asyncio.ensure_future(rows.ended.wait())
             try:
-                unchanged = await self.cache.confirm(rows)
+                await asyncio.wait([copy, made], return_when=asyncio.FIRST_COMPLETED)
+                unchanged = rows.ended.is_set() and self.cache.unchanged(rows.made)
             except BaseException:
                 copy.cancel()
                 await asyncio.gather(copy, return_exceptions=True)
                 raise
+            finally:
+                made.cancel()
             await copy
             if not unchanged:
                 raise Changes
@@ -148,7 +156,7 @@ class BatchWriter:
             schema, table = self.tables.names[0], self.tables.state_table
             await conn.copy_records_to_table(table, schema_name=schema, records=rows, columns=STATE_COLUMNS)
 
-    async def _history(self, conn: Any, rows: list[tuple[Any, ...]], replay: bool) -> None:
+    async def _history(self, conn: Any, rows: Iterable[tuple[Any, ...]], replay: bool) -> None:
         if replay:
             await self._merge(conn, "gpuid_stage", rows, COLUMNS)
         else:
@@ -156,11 +164,27 @@ class BatchWriter:
             await conn.copy_records_to_table(readings, schema_name=schema, records=rows, columns=COLUMNS)
 
     async def _merge(
-        self, conn: Any, stage: str, rows: list[tuple[Any, ...]], columns: Sequence[str]
+        self, conn: Any, stage: str, rows: Iterable[tuple[Any, ...]], columns: Sequence[str]
     ) -> None:
         await conn.execute(self.sql.stages[stage])
         await conn.copy_records_to_table(stage, records=rows, columns=list(columns))
         await conn.execute(self.sql.merge[stage])
+
+
+class Streamed:
+    """Rows handed on one by one (to a COPY) and kept; ``ended`` is set once the last is made."""
+
+    def __init__(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        self._rows = rows
+        self.made: list[tuple[Any, ...]] = []
+        self.ended = asyncio.Event()
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        made = self.made
+        for row in self._rows:
+            made.append(row)
+            yield row
+        self.ended.set()
 
 
 def _json_columns(keys: Iterable[Key]) -> tuple[str, str]:

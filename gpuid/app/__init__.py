@@ -7,7 +7,8 @@ let in-flight scans finish within the grace period, flush exporters, exit 0.
 With ``LEADER_ELECTION`` the pod watch and scanner (a ``ScanSession``) run only
 while this replica holds the Lease; the node directory, delivery and HTTP
 server always run, so followers serve health and metrics. Every part gets
-what it talks to through its constructor, here and nowhere else.
+what it talks to through its constructor, in ``gpuid.app.wiring`` and
+nowhere else; this module runs what it builds.
 """
 
 from __future__ import annotations
@@ -15,41 +16,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import structlog
-from kubernetes_asyncio import client
 
 from gpuid import __version__
-from gpuid.bugreport.api import ApiPoller
+from gpuid.app.wiring import Parts, build
 from gpuid.bugreport.reporter import BugReporter
-from gpuid.bugreport.status import ANNOTATIONS as BUG_REPORT_ANNOTATIONS
 from gpuid.config import Settings
 from gpuid.delivery.delivery import Delivery
 from gpuid.errors import GpuidError
 from gpuid.exporters import Exporter, build_exporters
-from gpuid.fleet.state import ANNOTATION as GPU_STATE_ANNOTATION
 from gpuid.fleet.tracker import FleetTracker
-from gpuid.fleet.writer import StateWriter
 from gpuid.health import HealthServer
 from gpuid.kube.client import KubeClients, connect
 from gpuid.kube.informer import Informer
-from gpuid.kube.nodegate import NodeExecGate
-from gpuid.kube.nodes import NodeDirectory, NodeListener
-from gpuid.kube.objects import PodInfo
-from gpuid.labels.writer import NodeLabeller
 from gpuid.leader.elector import LeaderElector
-from gpuid.leader.lease import lease_api
 from gpuid.log import log_errors
 from gpuid.metrics import Metrics
-from gpuid.records import GPUReading
-from gpuid.scan.scanner import OnScanned, Scanner
+from gpuid.scan.scanner import Scanner
 from gpuid.scan.session import ScanSession, ScanSetup
-from gpuid.scan.source import DriverPods, IdentitySource
+from gpuid.scan.source import DriverPods
 
 log = structlog.get_logger("gpuid.app")
-Task = tuple[str, Callable[[], Coroutine[Any, Any, None]]]
 
 
 class App:
@@ -129,78 +118,23 @@ class App:
         log.info("gpuid stopped", exit_code=code)
         return code
 
-    def _build(self, clients: KubeClients) -> tuple[ScanSetup, list[Task]]:
-        """Every long-lived part, wired through constructors; returns the scan setup and the tasks."""
-        s = self.settings
-        tasks: list[Task] = [("delivery", self.delivery.run)]
-        exec_gate = NodeExecGate()  # scans and bug reports: one exec conversation per node at a time
-        if s.bug_reports.enabled or s.drivers.scan_source == "auto":
-            self.drivers = DriverPods(
-                s.drivers, clients.core.list_namespaced_pod, self.metrics, s.watch.node_name
-            )
-            tasks.append(("watch-driver-pods", self.drivers.run))
-        listeners: list[NodeListener] = []
-        if s.bug_reports.enabled and self.drivers is not None:
-            self.reporter = BugReporter(
-                s.bug_reports,
-                cluster=s.cluster_name,
-                core=clients.core,
-                core_ws=clients.core_ws,
-                drivers=self.drivers,
-                metrics=self.metrics,
-                leading=self._leading,
-                exec_gate=exec_gate,
-            )
-            listeners.append(self.reporter.on_node_event)
-            tasks.append(("bug-reports", self.reporter.run))
-            if s.bug_reports.api is not None:
-                poller = ApiPoller(s.bug_reports.api, self.reporter, s.watch.node_name, self.metrics)
-                tasks.append(("bug-report-api", poller.run))
-        writer = None
-        if s.fleet.change_events:
-            writer = StateWriter(
-                clients.core, client.EventsV1Api(clients.rest), self.metrics, s.fleet.instance
-            )
-            tasks.append(("gpu-state-writer", writer.run))
-        self.fleet = FleetTracker(
-            s.fleet, cluster=s.cluster_name, delivery=self.delivery, metrics=self.metrics, writer=writer
-        )
-        listeners.append(self.fleet.on_node_event)
-        annotations = BUG_REPORT_ANNOTATIONS if self.reporter is not None else ()
-        nodes = NodeDirectory(
-            clients.core.list_node,
+    def _build(self, clients: KubeClients) -> Parts:
+        parts = build(
+            self.settings,
+            clients,
             self.metrics,
-            node_name=s.watch.node_name,
-            label_prefix=s.labels.prefix if s.labels.enabled else "",
-            annotation_keys=(*annotations, *((GPU_STATE_ANNOTATION,) if writer is not None else ())),
-            listeners=listeners,
+            self.delivery,
+            leading=self._leading,
+            checkpoint=self._checkpoint,
         )
-        tasks.append(("watch-nodes", nodes.run))
-        labeller = NodeLabeller(s.labels, clients.core, nodes, self.metrics) if s.labels.enabled else None
-        if labeller is not None:
-            tasks.append(("node-labels", labeller.run))
-        if s.leader.enabled:
-            self.elector = LeaderElector(
-                s.leader, lease_api(clients.rest, s.leader), self.metrics, self._checkpoint
-            )
-        setup = ScanSetup(
-            watch=s.drivers.scanned_pods(s.watch),
-            scan=s.scan,
-            cluster=s.cluster_name,
-            source=IdentitySource(s.watch.container, s.drivers, self.drivers),
-            clients=clients,
-            nodes=nodes,
-            delivery=self.delivery,
-            metrics=self.metrics,
-            on_scanned=_each(self.fleet.on_scanned, labeller.on_scanned if labeller is not None else None),
-            on_failure=self.reporter.on_scan_failure if self.reporter and s.bug_reports.on_failure else None,
-            on_pod_event=self.fleet.on_pod_event,
-            exec_gate=exec_gate,
-        )
-        return setup, tasks
+        self.drivers, self.reporter, self.elector, self.fleet = (
+            parts.drivers, parts.reporter, parts.elector, parts.fleet
+        )  # fmt: skip
+        return parts
 
     async def _serve(self, clients: KubeClients) -> None:
-        setup, tasks = self._build(clients)
+        parts = self._build(clients)
+        setup, tasks = parts.setup, parts.tasks
         try:
             async with asyncio.TaskGroup() as tg:
                 # A task that fails makes the task group cancel what runs here and raise its error.
@@ -277,14 +211,3 @@ class App:
     def _checkpoint(self) -> dict[str, str] | None:
         """The scan checkpoint the Lease carries for a successor (see ``gpuid.scan.handover``)."""
         return self.session.progress.annotations() if self.session is not None else None
-
-
-def _each(*callbacks: OnScanned | None) -> OnScanned:
-    """One scan callback that calls each of ``callbacks`` in turn."""
-    chosen = [c for c in callbacks if c is not None]
-
-    def scanned(pod: PodInfo, readings: Sequence[GPUReading]) -> None:
-        for callback in chosen:
-            callback(pod, readings)
-
-    return scanned
