@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import os
 import sys
 import threading
 from argparse import SUPPRESS
@@ -127,7 +126,7 @@ def run_loop(main: Coroutine[Any, Any, int]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     hooks = sys.excepthook, threading.excepthook
     install_crash_handlers()
-    configure_logging("info", early_format(os.environ))  # until the settings say otherwise
+    configure_logging("info", early_format(environment({})))  # until the settings say otherwise
     try:
         args = build_parser().parse_args(argv)
         values = environment(flag_values(args))
