@@ -3,9 +3,9 @@
 ``add_history`` is the steady state: under the writers' *shared* lock, and only
 if the inventory epoch is still the one the cache is exact at, the rows are
 COPY'd into the history; nothing else is written. The caller chose this path
-on a sample of the rows; each row is made and checked against the cache as
-the COPY streams it, and a row that changes the inventory after all rolls the
-batch back. ``fold`` takes the lock
+on a sample of the rows; the COPY streams each row as it is made, the cache
+checks them all while the server stores the last ones, and a row that changes
+the inventory after all rolls the batch back. ``fold`` takes the lock
 *exclusive*, which waits for every shared writer, reads the touched inventory
 rows and the newest reading of each GPU that may have changed, folds the batch
 into them (``pg_fold``) and writes only new or changed rows and the moves, each
