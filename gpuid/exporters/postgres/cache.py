@@ -45,7 +45,6 @@ _SHARED = frozenset(
         "driver_version",
     )
 )
-_CHUNK = 256
 # A COPY row starts with the facets and the cluster: one slice compares place, identity and cluster.
 _KNOWN = FACET_COUNT + 1
 assert ROW_CLUSTER == FACET_COUNT

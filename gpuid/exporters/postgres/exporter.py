@@ -113,11 +113,7 @@ class PostgresExporter:
         async with self._one_batch:
             try:
                 moves = await self._write(readings)
-            except RecordError as e:  # records that can never be stored: drop them, keep the rest
-                self.cache.clear()  # a COPY it aborted leaves the connection to be reset
-                await self._release()
-                raise _in_batch(e, at) from None
-            except BaseException as e:
+            except BaseException as e:  # also a RecordError: an aborted COPY leaves a connection to reset
                 self.cache.clear()  # whatever we believed may not have been committed
                 await self._release()
                 if not isinstance(e, Exception):
