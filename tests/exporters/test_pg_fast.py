@@ -16,7 +16,7 @@ from gpuid.config import load_settings
 from gpuid.delivery.delivery import Delivery
 from gpuid.errors import ConfigError
 from gpuid.exporters import build_exporters
-from gpuid.exporters.postgres.exporter import PostgresExporter
+from gpuid.exporters.postgres.exporter import PostgresExporter, fast_timestamps
 from gpuid.metrics import Metrics
 from gpuid.records import GPUReading
 from tests.support.app import eventually, sample
@@ -346,3 +346,40 @@ async def test_the_postgres_lane_sends_batches_of_postgres_batch_size(pg_env: di
 def test_a_postgres_batch_larger_than_the_queue_is_refused(pg_env: dict[str, str]) -> None:
     with pytest.raises(ConfigError, match="POSTGRES_BATCH_SIZE=20000 is invalid"):
         load_settings(pg_env | {"POSTGRES_BATCH_SIZE": "20000", "EXPORT_QUEUE_SIZE": "10000"})
+
+
+async def test_timestamps_encode_and_decode_as_asyncpg_does(pg_server: Any) -> None:
+    """The memoised timestamptz codec of the writer's connections stores and reads back exactly
+    what asyncpg's own codec does: microseconds, before 2000, other offsets, infinity."""
+    values = [
+        datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC),
+        datetime(1999, 12, 31, 23, 59, 59, 500000, tzinfo=UTC),  # before PostgreSQL's epoch
+        datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime.fromisoformat("2025-06-01T05:30:00.000001+05:30"),
+        datetime(1, 1, 1, tzinfo=UTC),
+    ]
+    fast, plain = await asyncpg.connect(pg_server.dsn()), await asyncpg.connect(pg_server.dsn())
+    try:
+        await fast_timestamps(fast)
+        await plain.execute("CREATE TEMP TABLE t (i int, at timestamptz)")
+        await fast.execute("CREATE TEMP TABLE t (i int, at timestamptz)")
+        for conn in (fast, plain):
+            for _ in range(2):  # the second time from the memo
+                await conn.copy_records_to_table("t", records=list(enumerate(values)))
+        as_text = "SELECT at::text FROM t ORDER BY i, ctid"
+        assert [r[0] for r in await fast.fetch(as_text)] == [r[0] for r in await plain.fetch(as_text)]
+        decoded = [r[0] for r in await fast.fetch("SELECT at FROM t ORDER BY i, ctid")]
+        assert decoded == [r[0] for r in await plain.fetch("SELECT at FROM t ORDER BY i, ctid")]
+        assert decoded[:8] == [v for v in values[:4] for _ in range(2)]  # datetime.min: -infinity
+        for special in ("infinity", "-infinity", "2025-03-01 12:00:00.123456+00"):
+            sql = f"SELECT '{special}'::timestamptz"
+            assert await fast.fetchval(sql) == await plain.fetchval(sql)
+        for naive in (datetime.max, datetime.min, datetime(2025, 1, 1)):  # naive: as asyncpg
+            sql = "SELECT $1::timestamptz::text"
+            assert await fast.fetchval(sql, naive) == await plain.fetchval(sql, naive)
+        for conn in (fast, plain):
+            with pytest.raises(asyncpg.DataError, match="expected a datetime"):
+                await conn.fetchval("SELECT $1::timestamptz", "2025-01-01")
+    finally:
+        await fast.close()
+        await plain.close()

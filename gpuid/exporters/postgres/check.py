@@ -51,25 +51,23 @@ _COPY_LINE = re.compile(r"COPY (\S+), line (\d+)")
 def mig_json(devices: Sequence[Any]) -> str:
     """The MIG devices as the JSON array the jsonb column holds, written by hand: ``json.dumps``
     of their dicts is 3x slower, and this runs for every MIG GPU of every batch."""
-    j = _json_scalar
-    return (
-        "["
-        + ",".join(
-            [
-                f'{{"uuid":{j(d.uuid)},"profile":{j(d.profile)},'
-                f'"gpu_instance_id":{j(d.gpu_instance_id)},"compute_instance_id":{j(d.compute_instance_id)}}}'
-                for d in devices
-            ]
-        )
-        + "]"
-    )
+    return "[" + ",".join([_mig_object(d) for d in devices]) + "]"
+
+
+def _mig_object(d: Any) -> str:
+    u, p, g, c = d.uuid, d.profile, d.gpu_instance_id, d.compute_instance_id
+    if not (type(u) is str and type(p) is str and type(g) is int and type(c) is int):
+        u, p, g, c = map(_json_scalar, (u, p, g, c))  # a null, or a value that is no JSON scalar
+        return f'{{"uuid":{u},"profile":{p},"gpu_instance_id":{g},"compute_instance_id":{c}}}'
+    escape = encode_basestring_ascii  # json's own C escaper, as json.dumps uses
+    return f'{{"uuid":{escape(u)},"profile":{escape(p)},"gpu_instance_id":{g},"compute_instance_id":{c}}}'
 
 
 def _json_scalar(value: Any) -> str:
     if value is None:
         return "null"
     if type(value) is str:
-        return encode_basestring_ascii(value)  # json's own C escaper, as json.dumps uses
+        return encode_basestring_ascii(value)
     if type(value) is int:
         return str(value)
     raise TypeError(f"not a MIG device value: {type(value).__name__}")
@@ -101,15 +99,20 @@ def rows_of(batch: Sequence[GPUReading]) -> Iterator[tuple[Any, ...]]:
     the server stores the first rows while the rest are made. A record that can never be stored
     raises a ``RecordError`` naming it (which aborts such a COPY: nothing of the batch is kept)."""
     parsed: dict[str, datetime] = {}  # the GPUs of one scan share a timestamp
+    text: Any = object()  # ... and come one after another
+    at = None
     low, high = _INT32
+    plain = _PLAIN
     try:
         for r in batch:
-            if (at := parsed.get(r.observed_at)) is None:
-                at = parsed[r.observed_at] = observed_at(r)
+            if r.observed_at is not text:
+                text = r.observed_at
+                if (at := parsed.get(text)) is None:
+                    at = parsed[text] = observed_at(r)
             module = r.module_id
             if not (low <= r.gpu_index <= high and (module is None or low <= module <= high)):
                 raise ValueError("int32")
-            yield (*_PLAIN(r), mig_json(r.mig_devices) if r.mig_devices else "[]", at)
+            yield (*plain(r), mig_json(r.mig_devices) if r.mig_devices else "[]", at)
     except (ValueError, TypeError, AttributeError):
         raise refused(batch, "", None) from None
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -52,6 +52,46 @@ def connect_kwargs(config: PostgresSettings) -> dict[str, Any]:
     }
 
 
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_INFINITY, _NEGATIVE_INFINITY = 2**63 - 1, -(2**63)  # PostgreSQL's binary 'infinity', '-infinity'
+# asyncpg writes datetime.max and datetime.min (their microseconds since 2000) as the infinities
+_AS_INFINITY = {252_455_615_999_999_999: _INFINITY, -63_082_281_600_000_000: _NEGATIVE_INFINITY}
+_MAX_REMEMBERED = 4096
+
+
+async def fast_timestamps(conn: Any) -> None:
+    """Encode ``timestamptz`` values on this connection from a memo of microseconds since 2000.
+
+    asyncpg's own encoder does date arithmetic on Python objects for every value: in a COPY of
+    readings that is about an eighth of the client's work, while the readings of one scan share
+    one ``datetime``. Values are written and read back exactly as asyncpg does."""
+    remembered: dict[datetime, int] = {}
+
+    def encode(value: datetime) -> tuple[int]:
+        if (micros := remembered.get(value)) is None:
+            if not isinstance(value, datetime):
+                raise TypeError(f"expected a datetime, got {type(value).__name__}")
+            if len(remembered) >= _MAX_REMEMBERED:
+                remembered.clear()
+            if value in (datetime.max, datetime.min):  # naive, as asyncpg's infinities
+                micros = _INFINITY if value == datetime.max else _NEGATIVE_INFINITY
+            else:
+                delta = value.astimezone(UTC) - _PG_EPOCH  # a naive one is local time, as in asyncpg
+                micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+            micros = remembered[value] = _AS_INFINITY.get(micros, micros)
+        return (micros,)
+
+    await conn.set_type_codec(
+        "timestamptz", schema="pg_catalog", encoder=encode, decoder=_decode_timestamp, format="tuple"
+    )
+
+
+def _decode_timestamp(value: tuple[int]) -> datetime:
+    if value[0] in (_INFINITY, _NEGATIVE_INFINITY):
+        return datetime.max if value[0] == _INFINITY else datetime.min  # naive, as asyncpg decodes them
+    return _PG_EPOCH + timedelta(microseconds=value[0])
+
+
 async def connect(config: PostgresSettings) -> Any:
     """One plain connection, for one-off tools (``gpuid inventory``, the benchmark)."""
     return await asyncpg.connect(**connect_kwargs(config))
@@ -84,7 +124,11 @@ class PostgresExporter:
         cfg = self.config
         try:
             pool = await asyncpg.create_pool(
-                min_size=1, max_size=cfg.pool_size, command_timeout=cfg.timeout, **connect_kwargs(cfg)
+                min_size=1,
+                max_size=cfg.pool_size,
+                command_timeout=cfg.timeout,
+                init=fast_timestamps,
+                **connect_kwargs(cfg),
             )
         except Exception as e:  # "from None": the library's error may quote the DSN
             raise classify(e, cfg) from None

@@ -82,17 +82,20 @@ class BatchWriter:
             # The COPY streams each row as it is made, so the server stores the first rows while
             # the rest are made; once all are made, the cache checks them while the server works.
             rows = Streamed(rows_of(batch))
-            copy = asyncio.create_task(self._history(conn, rows, replay), name="postgres-history-copy")
-            made = asyncio.ensure_future(rows.ended.wait())
-            try:
-                await asyncio.wait([copy, made], return_when=asyncio.FIRST_COMPLETED)
-                unchanged = rows.ended.is_set() and self.cache.unchanged(rows.made)
-            except BaseException:
-                copy.cancel()
-                await asyncio.gather(copy, return_exceptions=True)
-                raise
-            finally:
-                made.cancel()
+            # The collector is held until the rows are made and checked (see gc_paused); the
+            # ``with`` lets go of it even if this task is cancelled mid-COPY.
+            with gc_paused():
+                copy = asyncio.create_task(self._history(conn, rows, replay), name="postgres-history-copy")
+                made = asyncio.ensure_future(rows.ended.wait())
+                try:
+                    await asyncio.wait([copy, made], return_when=asyncio.FIRST_COMPLETED)
+                    unchanged = rows.ended.is_set() and self.cache.unchanged(rows.made)
+                except BaseException:
+                    copy.cancel()
+                    await asyncio.gather(copy, return_exceptions=True)
+                    raise
+                finally:
+                    made.cancel()
             await copy
             if not unchanged:
                 raise Changes
