@@ -12,6 +12,7 @@ lane (credentials, database, schema, permissions), with secrets removed.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import gc
 import operator
@@ -73,10 +74,12 @@ def _json_scalar(value: Any) -> str:
     raise TypeError(f"not a MIG device value: {type(value).__name__}")
 
 
-def prepare(batch: Sequence[GPUReading]) -> list[tuple[Any, ...]]:
+def prepare(batch: Sequence[GPUReading]) -> list[Row]:
     """The batch as COPY rows of the readings table (``observed_at`` parsed, last)."""
+    rows: list[Row] = []
     with gc_paused():
-        return list(rows_of(batch))
+        collections.deque(rows_of(batch, keep=rows), maxlen=0)  # runs it; the rows are kept
+    return rows
 
 
 @contextlib.contextmanager
@@ -94,10 +97,14 @@ def gc_paused() -> Iterator[None]:
         gc.enable()
 
 
-def rows_of(batch: Sequence[GPUReading]) -> Iterator[tuple[Any, ...]]:
+Row = tuple[Any, ...]
+
+
+def rows_of(batch: Sequence[GPUReading], keep: list[Row]) -> Iterator[Row]:
     """The COPY rows of ``batch``, made one at a time so a COPY can stream them as they come:
-    the server stores the first rows while the rest are made. A record that can never be stored
-    raises a ``RecordError`` naming it (which aborts such a COPY: nothing of the batch is kept)."""
+    the server stores the first rows while the rest are made; each is also added to ``keep``.
+    A record that can never be stored raises a ``RecordError`` naming it (which aborts such a
+    COPY: nothing of the batch is kept)."""
     parsed: dict[str, datetime] = {}  # the GPUs of one scan share a timestamp
     text: Any = object()  # ... and come one after another
     at = None
@@ -112,7 +119,9 @@ def rows_of(batch: Sequence[GPUReading]) -> Iterator[tuple[Any, ...]]:
             module = r.module_id
             if not (low <= r.gpu_index <= high and (module is None or low <= module <= high)):
                 raise ValueError("int32")
-            yield (*plain(r), mig_json(r.mig_devices) if r.mig_devices else "[]", at)
+            row = (*plain(r), mig_json(r.mig_devices) if r.mig_devices else "[]", at)
+            keep.append(row)
+            yield row
     except (ValueError, TypeError, AttributeError):
         raise refused(batch, "", None) from None
 

@@ -150,8 +150,10 @@ class PostgresExporter:
         if self._pool is None:
             raise ExportError("postgres: not connected", transient=True)
         # gpu_changed records are not stored: gpu_moves holds the moves, derived from the readings.
-        at = [i for i, r in enumerate(batch) if isinstance(r, GPUReading)]
         readings = [r for r in batch if isinstance(r, GPUReading)]
+        at: Sequence[int] = range(len(batch))  # where each reading sits in the batch
+        if len(readings) < len(batch):
+            at = [i for i, r in enumerate(batch) if isinstance(r, GPUReading)]
         if not readings:
             return
         async with self._one_batch:

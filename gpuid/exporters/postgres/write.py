@@ -81,7 +81,7 @@ class BatchWriter:
                 raise Stale
             # The COPY streams each row as it is made, so the server stores the first rows while
             # the rest are made; once all are made, the cache checks them while the server works.
-            rows = Streamed(rows_of(batch))
+            rows = Streamed(batch)
             # The collector is held until the rows are made and checked (see gc_paused); the
             # ``with`` lets go of it even if this task is cancelled mid-COPY.
             with gc_paused():
@@ -175,18 +175,16 @@ class BatchWriter:
 
 
 class Streamed:
-    """Rows handed on one by one (to a COPY) and kept; ``ended`` is set once the last is made."""
+    """The batch's rows handed on one by one (to a COPY) and kept in ``made``; ``ended`` is set
+    once the last is made."""
 
-    def __init__(self, rows: Iterable[tuple[Any, ...]]) -> None:
-        self._rows = rows
+    def __init__(self, batch: Sequence[GPUReading]) -> None:
+        self._batch = batch
         self.made: list[tuple[Any, ...]] = []
         self.ended = asyncio.Event()
 
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
-        made = self.made
-        for row in self._rows:
-            made.append(row)
-            yield row
+        yield from rows_of(self._batch, keep=self.made)
         self.ended.set()
 
 
