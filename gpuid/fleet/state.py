@@ -19,6 +19,7 @@ serial that goes from unknown to known is no change. This module is pure.
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import zip_longest
@@ -62,8 +63,14 @@ class Change:
 
 def slots_of(readings: Iterable[GPUReading]) -> tuple[Slot, ...]:
     """The GPUs of one scan, one per UUID, sorted."""
-    found = {r.gpu_uuid: Slot(r.gpu_uuid, r.gpu_serial, r.pci_bus_id) for r in readings}
+    found = {r.gpu_uuid: Slot(r.gpu_uuid, r.gpu_serial, shared(r.pci_bus_id)) for r in readings}
     return tuple(found[u] for u in sorted(found))
+
+
+def shared(value: str | None) -> str | None:
+    """One copy of a value many GPUs of the fleet repeat (slot, model, chassis): kept per scanned
+    node, a copy per GPU would add up to megabytes over a large fleet."""
+    return None if value is None else sys.intern(value)
 
 
 def _enc(value: str | None) -> str:

@@ -30,7 +30,7 @@ import structlog
 from gpuid.delivery.delivery import Delivery
 from gpuid.fleet.expected import expected_gpus
 from gpuid.fleet.settings import FleetSettings
-from gpuid.fleet.state import ANNOTATION, Change, NodeGpus, Slot, decode, diff, slots_of
+from gpuid.fleet.state import ANNOTATION, Change, NodeGpus, Slot, decode, diff, shared, slots_of
 from gpuid.fleet.whereabouts import Whereabouts
 from gpuid.fleet.writer import Job, StateWriter
 from gpuid.kube.objects import NodeInfo, PodInfo
@@ -220,12 +220,12 @@ def _labels(r: GPUReading, machine: str) -> tuple[str, ...]:
     return (
         r.gpu_uuid,
         r.node,
-        r.pci_bus_id or "",
-        r.product_name or "",
+        shared(r.pci_bus_id) or "",
+        shared(r.product_name) or "",
         str(r.gpu_index),
         r.node,
         r.gpu_serial or "",
-        r.chassis_serial or "",
+        shared(r.chassis_serial) or "",
         module,
         machine,
     )

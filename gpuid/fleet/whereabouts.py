@@ -24,29 +24,33 @@ def _keys(gpu: Slot) -> tuple[str, ...]:
 
 class Whereabouts:
     def __init__(self) -> None:
-        self._holders: dict[str, set[str]] = {}  # uuid or serial -> nodes whose recorded state has it
-        self._keys: dict[str, frozenset[str]] = {}  # node -> the keys it is held under
+        # uuid or serial -> the nodes whose recorded state has it: a tuple, almost always of one
+        # (a set would cost four times the memory, and there are two keys per GPU of the fleet)
+        self._holders: dict[str, tuple[str, ...]] = {}
+        self._keys: dict[str, tuple[str, ...]] = {}  # node -> the keys it is held under
         self._departed: OrderedDict[str, str] = OrderedDict()  # uuid or serial -> the node it left
 
     def record(self, node: str, state: NodeGpus | None) -> None:
         """``node``'s recorded state is now ``state`` (None: nothing is recorded for it)."""
-        keys = frozenset(k for g in state.gpus for k in _keys(g)) if state else frozenset()
-        old = self._keys.pop(node, frozenset())
-        for key in old - keys:
-            holders = self._holders[key]
-            holders.discard(node)
-            if not holders:
-                del self._holders[key]
-        for key in keys - old:
-            self._holders.setdefault(key, set()).add(node)
+        keys = {k: None for g in state.gpus for k in _keys(g)} if state else {}
+        old = self._keys.pop(node, ())
+        holders = self._holders
+        for key in old:
+            if key not in keys:
+                if rest := tuple(n for n in holders[key] if n != node):
+                    holders[key] = rest
+                else:
+                    del holders[key]
+        for key in keys:
+            if node not in (held := holders.get(key, ())):
+                holders[key] = (*held, node)
         if keys:
-            self._keys[node] = keys
+            self._keys[node] = tuple(keys)
 
     def located(self, node: str, gpu: Slot) -> str | None:
         """The other node ``gpu`` was last recorded on, if any."""
         for key in _keys(gpu):
-            others = self._holders.get(key, set()) - {node}
-            if others:
+            if others := [n for n in self._holders.get(key, ()) if n != node]:
                 return min(others)
         for key in _keys(gpu):
             left = self._departed.get(key)
